@@ -1,0 +1,227 @@
+"""Reading volumes and masks from files, writing them back with the exact same geometry.
+
+Formats: NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd), a DICOM series
+folder (the series with the most files) or a single DICOM file; all through SimpleITK.
+Arrays are numpy order (k, j, i); geometry is `medvl.geometry.Geometry` (LPS, ITK order).
+Writes are atomic: a temporary file in the target folder, then `os.replace`; only
+single-file formats are written (.nii, .nii.gz, .nrrd, .mha).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import uuid
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from medvl.errors import GeometryError, ImageReadError
+from medvl.geometry import Geometry
+from medvl.volume import Volume
+
+logger = logging.getLogger(__name__)
+
+_FORMATS = {  # extension -> format name stored in Volume.meta["format"]
+    ".nii.gz": "nifti", ".nii": "nifti", ".nrrd": "nrrd", ".nhdr": "nrrd",
+    ".mha": "metaimage", ".mhd": "metaimage", ".dcm": "dicom",
+}
+_WRITABLE = (".nii.gz", ".nii", ".nrrd", ".mha")  # single-file formats: atomic rename is safe
+_MODALITY_TAG = "0008|0060"
+_SERIES_UID_TAG = "0020|000e"
+
+
+def _extension(path: Path) -> str:
+    name = path.name.lower()
+    return next((ext for ext in _FORMATS if name.endswith(ext)), path.suffix.lower())
+
+
+def _stem(path: Path) -> str:
+    ext = _extension(path)
+    return path.name[: len(path.name) - len(ext)] if ext else path.name
+
+
+def _sitk_reason(error: Exception) -> str:
+    """The most specific line of a multi-line SimpleITK/ITK exception, for a one-line message."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    last = lines[-1] if lines else repr(error)
+    if "Unable to determine ImageIO reader" in last:
+        return "not a readable image (unknown format or corrupt file)"
+    last = re.sub(r"^(sitk::ERROR:|ITK ERROR:[^:]*:|\[\w+\])\s*", "", last)
+    return f"corrupt or unreadable ({last})"
+
+
+def _check_3d(where: str, dimension: int, size, components: int) -> None:
+    """Raise ImageReadError unless the header describes a single-channel 3D image."""
+    dims = "x".join(str(s) for s in size)
+    if dimension != 3:
+        raise ImageReadError(f"{where} is {dimension}D ({dims}); MedVL needs a 3D volume")
+    if components != 1:
+        raise ImageReadError(
+            f"{where} has {components} components per voxel (vector/RGB image, {dims}); "
+            "MedVL needs a single-channel 3D volume"
+        )
+
+
+def _label_problem(array: np.ndarray) -> str | None:
+    """None when every value is an integer 0..255 (a valid uint8 label), else what is wrong."""
+    if array.size == 0 or array.dtype == bool:
+        return None
+    low, high = array.min(), array.max()
+    if low < 0 or high > 255:
+        return f"label values from {low} to {high}"
+    if not np.issubdtype(array.dtype, np.integer) and not np.all(np.mod(array, 1) == 0):
+        return "non-integer label values"
+    return None
+
+
+def _guess_modality(array: np.ndarray) -> str:
+    """CT when the darkest voxel is below -500 (air in HU), otherwise MR."""
+    return "CT" if array.size and float(array.min()) < -500 else "MR"
+
+
+def _read_dicom_series(folder: Path) -> tuple[sitk.Image, dict]:
+    ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not ids:
+        raise ImageReadError(f"{folder} is a folder without a DICOM series; give a file or a DICOM folder")
+    files = {sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid) for sid in ids}
+    series = max(ids, key=lambda sid: len(files[sid]))
+    if len(ids) > 1:
+        logger.info("%s holds %d DICOM series; reading %s (%d files)", folder, len(ids), series, len(files[series]))
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files[series])
+    reader.MetaDataDictionaryArrayUpdateOn()
+    try:
+        image = reader.Execute()
+    except RuntimeError as error:
+        raise ImageReadError(f"{folder}: DICOM series {series} is {_sitk_reason(error)}") from None
+    tags = {}
+    if reader.HasMetaDataKey(0, _MODALITY_TAG):
+        tags["dicom_modality"] = reader.GetMetaData(0, _MODALITY_TAG).strip().upper()
+    meta = {"format": "dicom", "series_uid": series, "files": len(files[series]), **tags}
+    return image, meta
+
+
+def _read_file(path: Path) -> tuple[sitk.Image, dict]:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as error:
+        raise ImageReadError(f"{path} is {_sitk_reason(error)}") from None
+    _check_3d(str(path), reader.GetDimension(), reader.GetSize(), reader.GetNumberOfComponents())
+    meta = {"format": _FORMATS.get(_extension(path), "other")}
+    if reader.HasMetaDataKey(_MODALITY_TAG):
+        meta["format"] = "dicom"
+        meta["dicom_modality"] = reader.GetMetaData(_MODALITY_TAG).strip().upper()
+    if reader.HasMetaDataKey(_SERIES_UID_TAG):
+        meta["series_uid"] = reader.GetMetaData(_SERIES_UID_TAG).strip()
+    try:
+        image = reader.Execute()
+    except RuntimeError as error:
+        raise ImageReadError(f"{path} is {_sitk_reason(error)}") from None
+    return image, meta
+
+
+def _read_image(path) -> tuple[sitk.Image, Geometry, dict]:
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(f"{path} does not exist; give a NIfTI, NRRD, MHA file or a DICOM folder")
+    image, meta = _read_dicom_series(path) if path.is_dir() else _read_file(path)
+    _check_3d(str(path), image.GetDimension(), image.GetSize(), image.GetNumberOfComponentsPerPixel())
+    meta["path"] = str(path)
+    try:
+        geometry = Geometry.from_sitk(image)
+    except GeometryError as error:
+        raise ImageReadError(f"{path} has a degenerate geometry: {error}") from None
+    return image, geometry, meta
+
+
+def read_volume(path, modality: str | None = None) -> Volume:
+    """Read a 3D scalar image file or DICOM folder into a Volume (array numpy (k, j, i)).
+
+    Modality: the `modality` argument if given, else the DICOM tag (0008,0060) when it is
+    CT or MR ("OT" for other DICOM modalities), else CT when the minimum intensity is
+    below -500, else MR. The pixel type is kept as stored (DICOM rescale applied).
+    Raises ImageReadError (one line, naming the path) for missing, corrupt, 2D, 4D or
+    multi-component images.
+    """
+    image, geometry, meta = _read_image(path)
+    array = sitk.GetArrayFromImage(image)
+    if modality is None:
+        tag = meta.get("dicom_modality")
+        modality = (tag if tag in ("CT", "MR") else "OT") if tag else _guess_modality(array)
+    name = meta.get("series_uid") if meta["format"] == "dicom" and Path(path).is_dir() else _stem(Path(path))
+    volume = Volume(array=array, geometry=geometry, modality=modality.upper(), name=name, meta=meta)
+    logger.debug("read %s: %s %s, %s", path, volume.size_ijk, array.dtype, volume.modality)
+    return volume
+
+
+def read_mask(path, like: Volume | Geometry | None = None) -> Volume:
+    """Read a label image as a Volume with a uint8 (k, j, i) array (modality "OT").
+
+    With `like`, the mask's geometry must match it (and its shape, when `like` is a Volume),
+    else GeometryError naming both. Labels outside 0..255 or non-integer -> ImageReadError.
+    """
+    image, geometry, meta = _read_image(path)
+    array = sitk.GetArrayFromImage(image)
+    problem = _label_problem(array)
+    if problem:
+        raise ImageReadError(f"{path} has {problem}; masks must be integers 0..255")
+    mask = Volume(array.astype(np.uint8), geometry, "OT", _stem(Path(path)), meta)
+    if like is not None:
+        _check_like(str(path), mask.array.shape, mask.geometry, like)
+    return mask
+
+
+def _check_like(what: str, shape, geometry: Geometry, like: Volume | Geometry) -> None:
+    like_geometry = like.geometry if isinstance(like, Volume) else like
+    if isinstance(like, Volume) and tuple(shape) != like.array.shape:
+        raise GeometryError(
+            f"{what} has shape (k, j, i) {tuple(shape)} but the image has {like.array.shape}"
+        )
+    if not geometry.same_as(like_geometry):
+        raise GeometryError(f"{what} geometry differs from the image: {geometry.describe_difference(like_geometry)}")
+
+
+def _write_atomic(image: sitk.Image, path) -> Path:
+    path = Path(path)
+    ext = _extension(path)
+    if ext not in _WRITABLE:
+        raise ValueError(f"cannot write {path}: use one of {', '.join(_WRITABLE)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{_stem(path)}.tmp-{uuid.uuid4().hex[:8]}{ext}")
+    try:
+        sitk.WriteImage(image, str(tmp), useCompression=ext != ".nii")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    logger.debug("wrote %s", path)
+    return path
+
+
+def write_mask(path, mask: np.ndarray, like: Volume | Geometry) -> Path:
+    """Write a label mask, numpy (k, j, i) bool or integers 0..255, as compressed uint8.
+
+    The file gets exactly the geometry of `like`; when `like` is a Volume the mask shape
+    must equal `like.array.shape` (GeometryError names both). Atomic: temp file + os.replace.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 3:
+        raise GeometryError(f"mask must be 3D numpy (k, j, i), got shape {mask.shape}")
+    problem = _label_problem(mask)
+    if problem:
+        raise ValueError(f"mask has {problem}; give bool or integers 0..255")
+    geometry = like.geometry if isinstance(like, Volume) else like
+    _check_like("mask", mask.shape, geometry, like)
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    return _write_atomic(geometry.apply_to_sitk(image), path)
+
+
+def write_volume(path, volume: Volume) -> Path:
+    """Write a Volume (array numpy (k, j, i), dtype kept) with its geometry; atomic, compressed."""
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.array))
+    return _write_atomic(volume.geometry.apply_to_sitk(image), path)
