@@ -147,9 +147,13 @@ class WindowAttention(nn.Module):
         b, n, _ = x.shape
         qkv = self.qkv(self.norm(x)).view(b, n, self.num_heads, 3 * self.key_dim)
         q, k, v = qkv.permute(0, 2, 1, 3).split(self.key_dim, dim=3)
-        bias = self.attention_biases[:, self.attention_bias_idxs]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
+        # explicit softmax attention: on CPU, SDPA with a float mask spends more time
+        # validating the mask than computing with it
+        attn = torch.baddbmm(self.attention_biases[:, self.attention_bias_idxs].repeat(b, 1, 1),
+                             q.reshape(b * self.num_heads, n, -1), k.reshape(b * self.num_heads, n, -1).transpose(1, 2),
+                             alpha=self.key_dim ** -0.5)
+        out = torch.bmm(attn.softmax(dim=-1), v.reshape(b * self.num_heads, n, -1))
+        return self.proj(out.view(b, self.num_heads, n, -1).transpose(1, 2).reshape(b, n, -1))
 
 
 class TinyViTBlock(nn.Module):

@@ -33,7 +33,7 @@ class TrackingSettings:
     min_area_mm2: float = 4.0  # smaller masks end a walk
     min_overlap: float = 0.5  # share of the new mask inside the previous mask dilated by margin
     max_growth: float = 1.8  # new area / previous area above this ends a walk
-    max_intensity_z: float = 2.0  # |mean - reference mean| / reference spread above this ends a walk
+    max_intensity_z: float = 3.0  # |mean - reference mean| / reference spread above this ends a walk
     min_score: float = 0.5  # model IoU estimate below this ends a walk
 
 

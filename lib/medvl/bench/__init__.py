@@ -1,0 +1,1 @@
+"""Benchmarks: commands that print JSON (`medvl bench`), never timed tests."""

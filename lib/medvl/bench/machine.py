@@ -1,0 +1,32 @@
+"""What this machine can do: measured fp32 matmul peak, peak RSS, FLOPs of a module call."""
+
+from __future__ import annotations
+
+import resource
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def matmul_gflops(n: int = 4096, repeats: int = 3) -> float:
+    """Best-of-`repeats` fp32 GFLOPS of an n x n matmul with torch's current threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def count_flops(fn, *args) -> int:
+    """FLOPs of one call (matmuls and convolutions, as torch's FlopCounterMode counts them)."""
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        fn(*args)
+    return int(counter.get_total_flops())
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -1,0 +1,179 @@
+"""`medvl` command line: segment, bench, run (demo), serve.
+
+Coordinates are voxel indices in ITK order (i, j, k) of IMAGE as SimpleITK reads it.
+Every user error is one line on stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from medvl.errors import MedVLError
+
+log = logging.getLogger(__name__)
+SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample_data"
+
+
+class UsageError(MedVLError):
+    """Bad command-line syntax (exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _ints(text: str, count: int, what: str) -> tuple[int, ...]:
+    parts = text.split(",")
+    try:
+        values = tuple(int(p) for p in parts[:count])
+    except ValueError:
+        raise UsageError(f"{what} {text!r} must be {count} integers separated by commas") from None
+    if len(values) != count:
+        raise UsageError(f"{what} {text!r} must be {count} integers separated by commas")
+    return values
+
+
+def parse_point(text: str) -> tuple[tuple[int, int, int], bool]:
+    """'i,j,k' or 'i,j,k,fg|bg' -> ((i, j, k), positive)."""
+    parts = text.split(",")
+    if len(parts) not in (3, 4):
+        raise UsageError(f"--point {text!r} must be i,j,k or i,j,k,fg|bg")
+    kind = parts[3].strip().lower() if len(parts) == 4 else "fg"
+    if kind not in ("fg", "bg"):
+        raise UsageError(f"--point {text!r}: the fourth field must be fg or bg, not {kind!r}")
+    return _ints(",".join(parts[:3]), 3, "--point"), kind == "fg"
+
+
+def parse_box(text: str) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    values = _ints(text, 6, "--box")
+    if len(text.split(",")) != 6:
+        raise UsageError(f"--box {text!r} must be i0,j0,k0,i1,j1,k1")
+    return values[:3], values[3:]
+
+
+def summarize(volume, labels, timings: dict, stats: dict) -> dict:
+    """JSON summary of a label volume: voxels, mL, slice range per axis, timings."""
+    import numpy as np
+
+    fg = labels > 0
+    voxel_ml = float(np.prod(volume.geometry.spacing)) / 1000.0
+    out = {"voxels": int(fg.sum()), "volume_ml": round(int(fg.sum()) * voxel_ml, 3)}
+    ks = np.flatnonzero(fg.any(axis=(1, 2)))
+    out["slice_range_k"] = [int(ks[0]), int(ks[-1])] if ks.size else None
+    out["timings_s"] = {k: round(v, 4) for k, v in timings.items()}
+    out["engine"] = stats
+    return out
+
+
+def cmd_segment(args) -> int:
+    from medvl.io import read_volume, write_mask
+    from medvl.session import VolumeSession
+
+    if not args.point and not args.box and not getattr(args, "text", None):
+        raise UsageError("segment needs at least one --point or --box")
+    points = [parse_point(p) for p in args.point]
+    boxes = [parse_box(b) for b in args.box]
+    t0 = time.perf_counter()
+    volume = read_volume(args.image)
+    t_read = time.perf_counter()
+    session = VolumeSession(args.engine)
+    session.set_volume(volume)
+    t_load = time.perf_counter()
+    first = None
+    for c0, c1 in boxes:
+        session.add_box(c0, c1)
+        first = first or time.perf_counter()
+    for ijk, positive in points:
+        session.add_point(ijk, positive=positive, axis=args.axis)
+        first = first or time.perf_counter()
+    slices = session.run_propagation()
+    t_prop = time.perf_counter()
+    labels = session.labels()
+    write_mask(args.out, labels, like=volume)
+    timings = {"read": t_read - t0, "model_load": t_load - t_read, "first_mask": first - t_load,
+               "propagation": t_prop - first, "total": time.perf_counter() - t0}
+    summary = summarize(volume, labels, timings, session.stats())
+    summary.update(image=str(args.image), mask=str(args.out), propagated_slices=slices)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_run(args) -> int:
+    """Demo until the server is the main job: segment the sample lung2 CT from a box."""
+    import numpy as np
+
+    from medvl.io import read_mask
+    from medvl.slicing import bbox2d
+
+    label = read_mask(SAMPLE_DIR / "lung2_label.nii.gz").array > 0
+    k = int(np.argmax(label.sum(axis=(1, 2))))
+    x0, y0, x1, y1 = bbox2d(label[k])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ns = argparse.Namespace(image=str(SAMPLE_DIR / "lung2_image.nii.gz"), out=str(out / "lung2_mask.nii.gz"),
+                            point=[], box=[f"{x0},{y0},{k},{x1},{y1},{k}"], axis="k", engine="litemedsam")
+    return cmd_segment(ns)
+
+
+def cmd_bench(args) -> int:
+    from medvl.bench.core import run_benchmark
+
+    report = run_benchmark(cases=args.case, engine=args.engine)
+    text = json.dumps(report, indent=2)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="medvl", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    seg = sub.add_parser("segment", help="point/box prompts -> 3D mask with IMAGE's geometry")
+    seg.add_argument("image")
+    seg.add_argument("--out", required=True, help="mask file to write (.nii.gz, .nrrd, .mha)")
+    seg.add_argument("--point", action="append", default=[], metavar="i,j,k[,fg|bg]")
+    seg.add_argument("--box", action="append", default=[], metavar="i0,j0,k0,i1,j1,k1")
+    seg.add_argument("--axis", default="k", choices=["i", "j", "k"], help="propagation axis for points")
+    seg.add_argument("--engine", default="litemedsam")
+    seg.set_defaults(func=cmd_segment)
+
+    run = sub.add_parser("run", help="demo: segment the sample lung2 CT from a box")
+    run.add_argument("--out", default="out")
+    run.set_defaults(func=cmd_run)
+
+    bench = sub.add_parser("bench", help="Dice, latency and throughput on the sample cases (prints JSON)")
+    bench.add_argument("--json", help="also write the JSON here")
+    bench.add_argument("--case", action="append", help="case name (default: all in sample_data/cases.json)")
+    bench.add_argument("--engine", default="litemedsam")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                            format="%(levelname)s %(name)s: %(message)s")
+        return args.func(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except MedVLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
