@@ -37,5 +37,5 @@ def test_lung2_box_through_the_cli(sample_dir, tmp_path):
     assert summary["voxels"] == int((mask.array > 0).sum())
     lo, hi = summary["slice_range_k"]
     assert lo <= 16 and hi >= 24  # the tumour spans slices 15-25
-    # propagation encodes only slices holding the object, plus one on each side
-    assert summary["engine"]["encoder_passes"] <= int(label.any(axis=(1, 2)).sum()) + 2
+    # propagation encodes only the slices it segments, plus the one beyond each end
+    assert summary["engine"]["encoder_passes"] <= (hi - lo + 1) + 2

@@ -100,7 +100,10 @@ def cmd_segment(args) -> int:
                "propagation": t_prop - first, "total": time.perf_counter() - t0}
     summary = summarize(volume, labels, timings, session.stats())
     summary.update(image=str(args.image), mask=str(args.out), propagated_slices=slices)
-    print(json.dumps(summary, indent=2))
+    text = json.dumps(summary, indent=2)
+    if getattr(args, "summary", None):
+        Path(args.summary).write_text(text + "\n")
+    print(text)
     return 0
 
 
@@ -117,7 +120,8 @@ def cmd_run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ns = argparse.Namespace(image=str(SAMPLE_DIR / "lung2_image.nii.gz"), out=str(out / "lung2_mask.nii.gz"),
-                            point=[], box=[f"{x0},{y0},{k},{x1},{y1},{k}"], axis="k", engine="litemedsam")
+                            point=[], box=[f"{x0},{y0},{k},{x1},{y1},{k}"], axis="k", engine="litemedsam",
+                            summary=str(out / "lung2_summary.json"))
     return cmd_segment(ns)
 
 
@@ -144,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--box", action="append", default=[], metavar="i0,j0,k0,i1,j1,k1")
     seg.add_argument("--axis", default="k", choices=["i", "j", "k"], help="propagation axis for points")
     seg.add_argument("--engine", default="litemedsam")
+    seg.add_argument("--summary", help="also write the JSON summary to this file")
     seg.set_defaults(func=cmd_segment)
 
     run = sub.add_parser("run", help="demo: segment the sample lung2 CT from a box")

@@ -89,6 +89,7 @@ def bench_case(case: dict, engine: str) -> dict:
     out["oracle_dice"] = dice(session.mask(1), label)
     out["encoded_slices"] = session.stats()["encoder_passes"]
     out["object_slices"] = int(true_slices.size)
+    out["peak_rss_mb"] = peak_rss_mb()  # process peak so far (cases run in order)
     return out
 
 
