@@ -16,6 +16,8 @@ $(STAMP): $(REQS)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -c requirements/constraints.txt -r requirements/base.txt -r requirements/server.txt -r requirements/language.txt -r requirements/slicer.txt
 	$(PIP) install -q --no-deps -r requirements/nodeps.txt
+	$(PIP) install -q -c requirements/constraints.txt -r requirements/sam2.txt
+	SAM2_BUILD_CUDA=0 $(PIP) install -q -c requirements/constraints.txt --no-build-isolation --no-deps sam2==1.1.0
 	$(PIP) install -q --no-deps -e .
 	$(VPY) -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('2.13.0') else 'torch is ' + v + ', must stay 2.13.0')"
 	touch $(STAMP)

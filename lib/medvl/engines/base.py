@@ -2,7 +2,7 @@
 
 A session (`medvl.session.VolumeSession`) owns the prompts, object ids, undo history and
 the result volume; an engine owns the model, its per-slice feature cache and the way masks
-travel from the prompted slices to their neighbours. The session calls exactly three
+travel from the prompted slices to their neighbours. The session calls these
 methods:
 
 - `bind(volume, axis)`   - start working on one volume along one slicing axis; returns an
@@ -63,8 +63,12 @@ class Engine(Protocol):
     def bind(self, volume: Volume, axis: str) -> object:
         """Prepare for `volume` sliced along `axis` ("i", "j" or "k"); return engine state."""
 
-    def segment_slice(self, state: object, slice_index: int, prompt: SlicePrompt) -> SliceResult:
-        """The 2D mask of one object on one slice from its prompts there."""
+    def segment_slice(self, state: object, slice_index: int, prompt: SlicePrompt,
+                      obj_id: int | None = None) -> SliceResult:
+        """The 2D mask of object `obj_id` on one slice from its prompts there.
+
+        Engines with per-object memory (sam2) use `obj_id` to refine a propagated mask;
+        stateless engines (litemedsam) ignore it."""
 
     def propagate(
         self,
@@ -72,6 +76,7 @@ class Engine(Protocol):
         seeds: dict[int, np.ndarray],
         prompts: dict[int, SlicePrompt],
         should_stop: CancelCheck | None = None,
+        obj_id: int | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Masks of one object on unprompted slices, walking out from `seeds` both ways.
 
@@ -79,6 +84,9 @@ class Engine(Protocol):
         `prompts` the same slices to their prompts (engines with memory use them as
         conditioning). Yields `(slice_index, bool mask)`; an empty mask ends a direction.
         """
+
+    def forget(self, state: object, obj_id: int) -> None:
+        """Drop whatever the engine remembers of one object (called on reset and undo)."""
 
     def stats(self, state: object) -> dict:
         """Counters for benchmarks and latencies: encoder passes, cache bytes, seconds."""

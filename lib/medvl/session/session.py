@@ -105,7 +105,7 @@ class VolumeSession:
         prompt = obj.prompts.setdefault(index, SlicePrompt())
         edit(prompt)
         try:
-            result = self.engine.segment_slice(obj.engine_state, index, prompt)
+            result = self.engine.segment_slice(obj.engine_state, index, prompt, obj_id=obj_id)
         except Exception:
             obj.restore(snap)  # a refused prompt leaves the object as it was
             raise
@@ -130,7 +130,7 @@ class VolumeSession:
             self._order.append(oid)
             obj.propagated = {}
             for index, mask in self.engine.propagate(obj.engine_state, dict(obj.seeds), dict(obj.prompts),
-                                                     should_stop):
+                                                     should_stop, obj_id=oid):
                 if index in obj.seeds:
                     continue
                 obj.propagated[index] = mask
@@ -157,6 +157,7 @@ class VolumeSession:
         if not obj.history:
             raise SessionError(f"nothing to undo for object {obj_id}")
         obj.restore(obj.history.pop())
+        self.engine.forget(obj.engine_state, obj_id)  # engine memory no longer matches the object
         for n in range(len(self._order) - 1, -1, -1):
             if self._order[n] == obj_id:
                 del self._order[n]
@@ -166,12 +167,13 @@ class VolumeSession:
 
     def reset(self, obj_id: int | None = None) -> None:
         """Forget one object (or all); cached embeddings stay, so new prompts are cheap."""
+        for oid in ([obj_id] if obj_id is not None else list(self._objects)):
+            obj = self._get(oid)
+            self.engine.forget(obj.engine_state, oid)
+            del self._objects[oid]
         if obj_id is None:
-            self._objects.clear()
             self._order.clear()
         else:
-            self._get(obj_id)
-            del self._objects[obj_id]
             self._order = [o for o in self._order if o != obj_id]
 
     # -- results ----------------------------------------------------------------------

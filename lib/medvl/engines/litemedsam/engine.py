@@ -119,7 +119,8 @@ class LiteMedSAMEngine:
         return out, iou.numpy()
 
     # -- Engine interface -------------------------------------------------------------
-    def segment_slice(self, state: LiteMedSAMState, slice_index: int, prompt: SlicePrompt) -> SliceResult:
+    def segment_slice(self, state: LiteMedSAMState, slice_index: int, prompt: SlicePrompt,
+                      obj_id: int | None = None) -> SliceResult:
         points = np.asarray(prompt.points, dtype=np.float64).reshape(-1, 2)
         labels = np.asarray(prompt.labels, dtype=np.int64)
         if prompt.boxes:
@@ -131,8 +132,11 @@ class LiteMedSAMEngine:
         return pointing.box_search(self, state, slice_index, points, labels)
 
     def propagate(self, state: LiteMedSAMState, seeds: dict[int, np.ndarray], prompts: dict[int, SlicePrompt],
-                  should_stop: CancelCheck | None = None):
+                  should_stop: CancelCheck | None = None, obj_id: int | None = None):
         return tracking.propagate(self, state, seeds, should_stop, self.settings.tracking)
+
+    def forget(self, state: LiteMedSAMState, obj_id: int) -> None:
+        """Nothing to drop: masks live in the session, embeddings are per slice, not per object."""
 
     def num_slices(self, state: LiteMedSAMState) -> int:
         return num_slices(state.unit.shape, state.axis)

@@ -1,0 +1,453 @@
+"""The module's behaviour without its GUI: one interactive session against the server.
+
+Lifecycle (what the Widget's buttons call, and what the tests call directly):
+
+    logic = InteractiveLogic()
+    logic.connect("http://127.0.0.1:8000")              # -> ServerInfo (the tasks offered)
+    logic.start(volume_node)                            # upload once; new segmentation node
+    prompts = prompt_set(volume_node, 1, fg, bg, roi)   # markups -> voxel prompts
+    logic.segment(prompts)                              # = send (network) + apply (MRML)
+    logic.undo(1); logic.reset(); logic.accept()        # accept saves to /datastore/label
+
+Every request carries the object's whole prompt set (`prompts.PromptSet`); the server diffs
+it against what it applied. Undo sends the previous set; recovery resends the last ones.
+
+Threading: the `send*` methods and `keepalive`/`upload` only do network and may run in a
+worker thread; every other method creates or modifies MRML nodes and must run on the main
+thread. The Widget runs one request at a time, so a `send*` is the only writer of the
+session fields while it runs. Nothing here imports qt, ctk or ScriptedLoadableModule.
+
+Session expiry. Two things can be forgotten by the server: the uploaded volume (MONAI Label
+session, `expiry` seconds after the last touch) and the engine state (medvl session, idle
+TTL or memory eviction; we send its generation as `medvl_session` so the server says 410
+instead of silently starting over). On either, `send` touches/re-creates the upload,
+resends every other object's last prompt set without propagation, then the request itself
+in full, so the user sees one slower answer instead of an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from . import masks, protocol
+from .client import InferResult, MedVLClient
+from .errors import MedVLSlicerError, PromptError, SessionExpiredError
+from .prompts import PromptSet
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerInfo:
+    """What `/info/` says the server offers."""
+
+    url: str  # base URL, no trailing slash
+    name: str  # the app's name
+    models: dict  # task name -> description dict, as /info/ lists them
+    labels: list  # label names the server offers (object 1, 2, ... by default)
+    interactive_task: str  # the points/boxes task we use
+    text_task: str  # the text task ("" when the server has no language layer)
+    report_task: str  # the report task ("" when none)
+
+
+@dataclass
+class ObjectState:
+    """One object of the session: one segment, the prompt sets the server applied."""
+
+    obj_id: int  # server-side object id; also the segment's MedVLSlicer.obj_id tag
+    name: str  # segment name and the server `label`, from the object's first prompt set
+    segment_id: str  # id of its segment in the segmentation node
+    history: list = field(default_factory=list)  # PromptSets answered, oldest first; [-1] is current
+    voxels: int = 0  # segment size after the last answer
+    in_sync: bool = False  # segment == server's mask, so a changed-box crop can be pasted
+
+    @property
+    def current(self) -> Optional[PromptSet]:
+        return self.history[-1] if self.history else None
+
+
+@dataclass
+class SessionState:
+    """Everything the Logic knows about one volume's interactive session."""
+
+    volume_node_id: str  # the MRML volume every prompt's (i, j, k) refers to
+    segmentation_node_id: str  # where the objects' segments live
+    upload_path: str  # the volume as written for upload; kept to re-upload after expiry
+    image_id: str  # datastore id for Accept: "<volume name>-<digest of voxels and grid>"
+    session_id: str = ""  # MONAI Label session (the uploaded volume); "" before upload / when gone
+    generation: str = ""  # medvl session generation from the last answer; "" = none known
+    objects: dict = field(default_factory=dict)  # obj_id -> ObjectState
+    last_contact: float = 0.0  # time.monotonic() of the last server answer (keepalive)
+    latencies: dict = field(default_factory=dict)  # last answer: server stages + "round_trip", seconds
+    last_answer: dict = field(default_factory=dict)  # last answer's JSON (voxels, slice range, action, ...)
+    report: str = ""  # last report text from the report task
+    uploads: int = 0  # volume uploads: 1 + expiries recovered
+    recoveries: int = 0  # requests that had to re-create server state
+    image_in_datastore: bool = False  # the volume has been stored for Accept
+
+
+class InteractiveLogic:
+    """Interactive segmentation of one volume at a time through a MedVL server."""
+
+    keepalive_interval_s = 120.0  # touch the upload when idle for longer than this
+    session_expiry_s = 3600  # asked of the server at upload
+    use_crop = True  # ask for changed-box crops when the segment is in sync
+
+    def __init__(self, client_factory: Callable[[str], MedVLClient] = MedVLClient):
+        self._client_factory = client_factory  # url -> client (tests may wrap it)
+        self.client: Optional[MedVLClient] = None  # set by connect()
+        self.server: Optional[ServerInfo] = None  # set by connect()
+        self.state: Optional[SessionState] = None  # set by prepare() / start()
+
+    # --- server ------------------------------------------------------------------------------
+    def connect(self, url: str) -> ServerInfo:
+        """Network only: ask the server what it offers; keeps the client for later calls."""
+        client = self._client_factory(url)
+        info = client.info()
+        models = dict(info.get("models", {}))
+        if protocol.INTERACTIVE_TASK not in models:
+            raise MedVLSlicerError(
+                f"{client.server_url} offers {sorted(models) or 'no tasks'}, not '{protocol.INTERACTIVE_TASK}': "
+                "start the MedVL app (`medvl serve`)"
+            )
+        labels = info.get("labels", [])
+        self.client = client
+        self.server = ServerInfo(
+            url=client.server_url,
+            name=str(info.get("name", "")),
+            models=models,
+            labels=list(labels if isinstance(labels, list) else labels.keys()),
+            interactive_task=protocol.INTERACTIVE_TASK,
+            text_task=protocol.TEXT_TASK if protocol.TEXT_TASK in models else "",
+            report_task=protocol.REPORT_TASK if protocol.REPORT_TASK in models else "",
+        )
+        return self.server
+
+    def _client(self) -> MedVLClient:
+        if self.client is None:
+            raise MedVLSlicerError("not connected: press Connect (or call connect(url)) first")
+        return self.client
+
+    def _state(self) -> SessionState:
+        if self.state is None:
+            raise MedVLSlicerError("no session: choose a volume and press Start (or call start(volume)) first")
+        return self.state
+
+    # --- session -----------------------------------------------------------------------------
+    def prepare(self, volume_node, segmentation_node=None) -> SessionState:
+        """Main thread: write the volume for upload, get or make the segmentation node.
+
+        Forgets any earlier session (call `end()` first to also free it on the server).
+        """
+        if volume_node is None or volume_node.GetImageData() is None:
+            raise PromptError("choose a loaded volume first")
+        self._discard()
+        if segmentation_node is None:
+            segmentation_node = volume_node.GetScene().AddNewNodeByClass(
+                "vtkMRMLSegmentationNode", f"{volume_node.GetName()} MedVL"
+            )
+            segmentation_node.CreateDefaultDisplayNodes()
+        segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+        segmentation_node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
+        folder = tempfile.mkdtemp(prefix="medvl_slicer_")
+        name = "".join(c if c.isalnum() or c in "-_" else "_" for c in volume_node.GetName()) or "volume"
+        path = masks.write_volume_file(volume_node, os.path.join(folder, name + ".nrrd"))
+        image_id = f"{name}-{masks.content_digest(volume_node)}"  # never overwrites another image
+        self.state = SessionState(volume_node.GetID(), segmentation_node.GetID(), path, image_id=image_id)
+        return self.state
+
+    def upload(self) -> str:
+        """Network only: upload the prepared volume once; returns the MONAI Label session id."""
+        state = self._state()
+        state.session_id = self._client().create_session(state.upload_path, expiry_s=self.session_expiry_s)
+        state.generation = ""
+        state.uploads += 1
+        state.last_contact = time.monotonic()
+        return state.session_id
+
+    def start(self, volume_node, segmentation_node=None) -> SessionState:
+        """prepare() + upload(), for callers that may block (tests, the module Test)."""
+        self.prepare(volume_node, segmentation_node)
+        self.upload()
+        return self.state
+
+    def end(self) -> None:
+        """Network: drop the server session (best effort); then forget it here. Segments stay."""
+        state = self.state
+        if state is not None and state.session_id and self.client is not None:
+            try:
+                self.client.remove_session(state.session_id)
+            except MedVLSlicerError as error:  # already gone or server down: nothing to free
+                logger.info("could not drop session %s: %s", state.session_id, error)
+        self._discard()
+
+    def _discard(self) -> None:
+        state, self.state = self.state, None
+        if state is not None:
+            shutil.rmtree(os.path.dirname(state.upload_path), ignore_errors=True)
+
+    def keepalive(self, force: bool = False) -> bool:
+        """Network only: touch the upload when idle for `keepalive_interval_s` (or `force`).
+
+        Returns False when the server has forgotten it (the next `send` re-uploads).
+        """
+        state = self._state()
+        if not state.session_id:
+            return False
+        if not force and time.monotonic() - state.last_contact < self.keepalive_interval_s:
+            return True
+        try:
+            self._client().touch_session(state.session_id)
+        except SessionExpiredError:
+            logger.info("upload session %s expired on the server; the next request re-creates it", state.session_id)
+            state.session_id = ""
+            return False
+        state.last_contact = time.monotonic()
+        return True
+
+    # --- network part (worker thread) ----------------------------------------------------------
+    def next_obj_id(self) -> int:
+        """The id a new object gets (1 + the largest in use)."""
+        return max(self._state().objects, default=0) + 1
+
+    def name_for(self, prompts: PromptSet) -> str:
+        """The object's name: kept once given, else from its prompts, unique in the session."""
+        state = self._state()
+        if prompts.obj_id in state.objects:
+            return state.objects[prompts.obj_id].name
+        name, taken = prompts.describe(), {o.name for o in state.objects.values()}
+        return name if name not in taken else f"{name} #{prompts.obj_id}"
+
+    def _params(self, prompts: PromptSet, propagate: bool, crop: bool) -> dict:
+        params = prompts.params()
+        params[protocol.P_LABEL] = self.name_for(prompts)
+        params[protocol.P_PROPAGATE] = bool(propagate)
+        params[protocol.P_CROP] = bool(crop)
+        params[protocol.P_OUTPUT_LABELS] = "object"
+        if self.state.generation:
+            params[protocol.P_MEDVL_SESSION] = self.state.generation
+        return params
+
+    def _task(self, prompts: PromptSet) -> str:
+        if not prompts.text:
+            return protocol.INTERACTIVE_TASK
+        if not self.server or not self.server.text_task:
+            raise PromptError("this server has no text task: use points or a box")
+        return self.server.text_task
+
+    def send(self, prompts: PromptSet, propagate: bool = True, should_cancel=None) -> InferResult:
+        """Network only: an object's whole prompt set to the server; its answer.
+
+        Asks for a changed-box crop when the object's segment is known to equal the
+        server's mask. Recovers once from an expired session (see module docstring).
+        """
+        state, client = self._state(), self._client()
+        if not state.session_id:
+            self._recover(skip=prompts.obj_id)
+        obj = state.objects.get(prompts.obj_id)
+        crop = self.use_crop and obj is not None and obj.in_sync
+        try:
+            params = self._params(prompts, propagate, crop)
+            return client.infer(self._task(prompts), params, session_id=state.session_id, should_cancel=should_cancel)
+        except SessionExpiredError as error:
+            logger.info("server lost our session (%s); re-creating it", error.reason)
+            self._recover(skip=prompts.obj_id)
+            params = self._params(prompts, propagate, crop=False)
+            result = client.infer(self._task(prompts), params, session_id=state.session_id, should_cancel=should_cancel)
+            result.params["recovered"] = True
+            return result
+
+    def _recover(self, skip: int) -> None:
+        """Re-create the server's state: the upload if it is gone, then every other object's
+        last prompt set (no propagation: the masks we show are already complete)."""
+        state, client = self._state(), self._client()
+        state.recoveries += 1
+        state.generation = ""
+        if not state.session_id or not self.keepalive(force=True):
+            self.upload()
+        for obj in state.objects.values():
+            obj.in_sync = False
+            if obj.obj_id == skip or obj.current is None:
+                continue
+            answer = client.infer(self._task(obj.current), self._params(obj.current, False, False),
+                                  session_id=state.session_id)
+            self._note_generation(answer)
+
+    def send_undo(self, obj_id: int, propagate: bool = True, should_cancel=None) -> InferResult:
+        """Network only: resend the object's previous prompt set (the server undoes the last
+        prompts, or resets the object when there is no earlier set). `propagate`: propagate
+        the restored state if it had not been (as Segment would)."""
+        obj = self._object(obj_id)
+        if not obj.history:
+            raise PromptError(f"object {obj_id} ({obj.name}) has nothing to undo")
+        previous = obj.history[-2] if len(obj.history) > 1 else PromptSet(obj_id=obj_id, axis=obj.current.axis)
+        return self.send(previous, propagate=propagate, should_cancel=should_cancel)
+
+    def send_reset(self, obj_ids=None) -> list:
+        """Network only: clear the objects' prompts on the server (all by default); returns
+        the ids for `apply_reset`."""
+        state = self._state()
+        ids = sorted(state.objects) if obj_ids is None else [self._object(o).obj_id for o in obj_ids]
+        for oid in ids:
+            empty = PromptSet(obj_id=oid, axis=state.objects[oid].current.axis if state.objects[oid].current else "k")
+            params = dict(self._params(empty, False, False), **{protocol.P_RESET_STATE: True})
+            params.pop(protocol.P_MEDVL_SESSION, None)  # nothing to continue: a fresh state is fine
+            if state.session_id:
+                try:
+                    self._note_generation(self._client().infer(protocol.INTERACTIVE_TASK, params, session_id=state.session_id))
+                except SessionExpiredError:
+                    state.session_id = ""  # nothing left there to reset
+        return ids
+
+    def send_report(self, should_cancel=None) -> InferResult:
+        """Network only: ask the server's report task about the session's objects."""
+        if not self.server or not self.server.report_task:
+            raise MedVLSlicerError("this server has no report task")
+        state = self._state()
+        params = {protocol.P_OBJ_ID: sorted(state.objects), protocol.P_OUTPUT_LABELS: "all"}
+        return self._client().infer(self.server.report_task, params, session_id=state.session_id,
+                                    should_cancel=should_cancel)
+
+    # --- MRML part (main thread) ---------------------------------------------------------------
+    def nodes(self):
+        """(volume node, segmentation node) of the session."""
+        import slicer
+
+        state = self._state()
+        volume = slicer.mrmlScene.GetNodeByID(state.volume_node_id)
+        segmentation = slicer.mrmlScene.GetNodeByID(state.segmentation_node_id)
+        if volume is None or segmentation is None:
+            raise MedVLSlicerError("the session's volume or segmentation was deleted: press Start again")
+        return volume, segmentation
+
+    def _object(self, obj_id: int) -> ObjectState:
+        state = self._state()
+        if obj_id not in state.objects:
+            raise PromptError(f"no object {obj_id}; objects: {sorted(state.objects) or 'none yet'}")
+        return state.objects[obj_id]
+
+    def _note_generation(self, result: InferResult) -> None:
+        generation = (result.params.get(protocol.R_SESSION) or {}).get("medvl_session")
+        if generation:
+            self.state.generation = str(generation)
+
+    def _record(self, result: InferResult) -> None:
+        state = self._state()
+        state.last_contact = time.monotonic()
+        self._note_generation(result)
+        latencies = dict(result.params.get(protocol.R_LATENCIES) or {})
+        latencies["round_trip"] = round(result.seconds, 4)
+        state.latencies = latencies
+        state.last_answer = dict(result.params)
+
+    def _write_answer(self, obj: ObjectState, result: InferResult) -> None:
+        if result.mask is None:
+            if result.params.get(protocol.R_CHANGED) is False:
+                return  # a crop answer: nothing changed
+            raise MedVLSlicerError(f"the server answered without a mask: {str(result.params)[:200]}")
+        volume, segmentation = self.nodes()
+        labels, ijk_to_ras = masks.read_mask_bytes(result.mask, result.mask_name)
+        crop = result.params.get(protocol.R_CROP) or {}
+        offset = masks.crop_offset(volume, labels.shape, ijk_to_ras, crop.get("offset_ijk"))
+        full = labels.shape == tuple(reversed(volume.GetImageData().GetDimensions()))
+        if not full and not obj.in_sync:
+            raise MedVLSlicerError("the server sent a crop for an object that is not in sync; press Segment again")
+        obj.voxels = masks.apply_mask(segmentation, obj.segment_id, volume, masks.object_mask(labels, 1), offset)
+        obj.in_sync = True
+
+    def apply(self, prompts: PromptSet, result: InferResult) -> ObjectState:
+        """Main thread: put an answer into its object's segment; remember the prompt set."""
+        state = self._state()
+        _, segmentation = self.nodes()
+        obj = state.objects.get(prompts.obj_id)
+        if obj is None:
+            name = self.name_for(prompts)
+            obj = ObjectState(prompts.obj_id, name, masks.ensure_segment(segmentation, name, prompts.obj_id))
+        self._write_answer(obj, result)
+        state.objects[prompts.obj_id] = obj  # only once the answer is in the scene
+        if obj.current != prompts:
+            obj.history.append(prompts)
+        self._record(result)
+        return obj
+
+    def apply_undo(self, obj_id: int, result: InferResult) -> ObjectState:
+        """Main thread: show the mask recomputed from the object's previous prompt set."""
+        obj = self._object(obj_id)
+        self._write_answer(obj, result)
+        obj.history.pop()
+        self._record(result)
+        return obj
+
+    def discard(self, obj_id: int) -> None:
+        """Main thread: a request of this object was cancelled; its answer never arrived, so
+        the next one asks for the full mask (the server may have moved on)."""
+        obj = self._state().objects.get(obj_id)
+        if obj is not None:
+            obj.in_sync = False
+
+    def apply_reset(self, obj_ids: list) -> None:
+        """Main thread: remove the objects' segments and histories."""
+        state = self._state()
+        _, segmentation = self.nodes()
+        for oid in obj_ids:
+            obj = state.objects.pop(oid, None)
+            if obj is not None:
+                segmentation.GetSegmentation().RemoveSegment(obj.segment_id)
+
+    def apply_report(self, result: InferResult) -> str:
+        """Main thread: keep and return the report text of a report answer."""
+        report = result.params.get(protocol.R_REPORT, "")
+        self._state().report = report if isinstance(report, str) else str(report)
+        self._record(result)
+        return self.state.report
+
+    # --- blocking conveniences (tests, module Test, scripts) -----------------------------------
+    def segment(self, prompts: PromptSet, propagate: bool = True) -> ObjectState:
+        """send() + apply()."""
+        return self.apply(prompts, self.send(prompts, propagate))
+
+    def undo(self, obj_id: int, propagate: bool = True) -> ObjectState:
+        """send_undo() + apply_undo()."""
+        return self.apply_undo(obj_id, self.send_undo(obj_id, propagate))
+
+    def reset(self, obj_id: Optional[int] = None) -> None:
+        """send_reset() + apply_reset() for one object, or all when `obj_id` is None."""
+        self.apply_reset(self.send_reset(None if obj_id is None else [obj_id]))
+
+    def labels(self) -> np.ndarray:
+        """Main thread: uint8 (k, j, i) label array, each object's voxels = its obj_id."""
+        volume, segmentation = self.nodes()
+        out = np.zeros(tuple(reversed(volume.GetImageData().GetDimensions())), np.uint8)
+        for obj in sorted(self._state().objects.values(), key=lambda o: o.obj_id):
+            out[masks.segment_array(segmentation, obj.segment_id, volume) > 0] = obj.obj_id
+        return out
+
+    def write_labels(self) -> str:
+        """Main thread: the objects as one label file (the volume's geometry) for `save_labels`."""
+        state = self._state()
+        if not state.objects:
+            raise PromptError("nothing to accept: segment an object first")
+        volume, _ = self.nodes()
+        return masks.write_labels_file(self.labels(), volume, os.path.join(os.path.dirname(state.upload_path), "label.nrrd"))
+
+    def save_labels(self, label_path: str, tag: str = "final") -> dict:
+        """Network only: store the volume once, then the label file, in the server's datastore."""
+        state, client = self._state(), self._client()
+        if not state.image_in_datastore:
+            if not client.has_image(state.image_id):  # the id names the voxels: stored once
+                state.image_id = client.upload_image(state.upload_path, state.image_id)
+            state.image_in_datastore = True
+        names = {str(o.obj_id): o.name for o in state.objects.values()}
+        return client.save_label(state.image_id, label_path, tag=tag, params={"label_names": names})
+
+    def accept(self, tag: str = "final") -> dict:
+        """write_labels() + save_labels()."""
+        return self.save_labels(self.write_labels(), tag)
