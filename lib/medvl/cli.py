@@ -132,6 +132,11 @@ def cmd_run(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.engine == "sam2":
+        from medvl.bench.sam2 import run as run_sam2
+
+        run_sam2(args.json, compare_monailabel=args.compare_monailabel)  # prints its JSON
+        return 0
     from medvl.bench.core import run_benchmark
 
     report = run_benchmark(cases=args.case, engine=args.engine)
@@ -167,7 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="Dice, latency and throughput on the sample cases (prints JSON)")
     bench.add_argument("--json", help="also write the JSON here")
     bench.add_argument("--case", action="append", help="case name (default: all in sample_data/cases.json)")
-    bench.add_argument("--engine", default="litemedsam")
+    bench.add_argument("--engine", default="litemedsam",
+                       help="litemedsam: sample cases; sam2: random-weight model on a 512x512x64 volume")
+    bench.add_argument("--compare-monailabel", action="store_true",
+                       help="sam2: run MONAI Label 0.8.5's own SAM 2 path side by side")
     bench.set_defaults(func=cmd_bench)
     return parser
 

@@ -1,7 +1,7 @@
 """Benchmark: the `sam2` engine against MONAI Label 0.8.5's own SAM 2 infer path, side by side.
 
-    python -m medvl.bench_sam2 --json bench_sam2.json            # 512 x 512 x 64 at 512 px
-    python -m medvl.bench_sam2 --shape 8 128 128 --image-size 128 --json small.json
+    python -m medvl.bench.sam2 --json bench_sam2.json            # 512 x 512 x 64 at 512 px
+    python -m medvl.bench.sam2 --shape 8 128 128 --image-size 128 --json small.json
 
 One run, the same random-weight SAM 2.1 model (saved once to a .pt both sides load),
 the same volume file and the same clicks. Each side runs in its own subprocess, so its
@@ -196,7 +196,7 @@ def _clicks(shape, scenario: str) -> tuple[list[int], list[int]]:
 
 
 def _run_side(side: str, task: dict, timeout_s: int) -> dict:
-    cmd = [sys.executable, "-m", "medvl.bench_sam2", "--side", side, "--task", json.dumps(task)]
+    cmd = [sys.executable, "-m", "medvl.bench.sam2", "--side", side, "--task", json.dumps(task)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=dict(os.environ))
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT_TAG):
@@ -248,7 +248,7 @@ def run(json_out: str | None = None, compare_monailabel: bool = True, shape=(64,
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m medvl.bench_sam2", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m medvl.bench.sam2", description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", help="also write the report here")
     parser.add_argument("--no-monailabel", action="store_true", help="only our engine")
     parser.add_argument("--shape", type=int, nargs=3, default=(64, 512, 512), metavar=("K", "J", "I"))
