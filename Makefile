@@ -23,7 +23,7 @@ $(STAMP): $(REQS)
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/medvl run
+	$(VENV)/bin/medvl serve
 
 test: $(STAMP)
 	$(VPY) -m pytest -q tests

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import importlib.util
+import shutil
+
 import numpy as np
 import pytest
 
@@ -42,3 +45,24 @@ def make_synthetic_volume(shape_kji=(12, 20, 16), geometry: Geometry | None = No
 def synthetic_volume():
     """Factory: `synthetic_volume(shape_kji=..., geometry=..., modality=..., seed=...)` -> Volume."""
     return make_synthetic_volume
+
+
+HAVE_SERVER_DEPS = importlib.util.find_spec("monailabel") is not None and importlib.util.find_spec("itk") is not None
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """The running server: `.url`, `.studies`, `.alive()`; stopped after the last test."""
+    if not (HAVE_SERVER_DEPS and (SAMPLE_DIR / 'lung2_image.nii.gz').is_file()):
+        pytest.skip("needs monailabel + itk installed (requirements/server.txt) and sample_data/*.nii.gz")
+    from medvl.server.launch import ServerProcess
+
+    studies = tmp_path_factory.mktemp("studies")
+    for image in sorted(SAMPLE_DIR.glob("*_image.nii.gz")):
+        shutil.copy(image, studies / image.name)
+    process = ServerProcess(studies, log_path=tmp_path_factory.mktemp("log") / "server.log")
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()

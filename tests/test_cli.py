@@ -89,7 +89,7 @@ def test_malformed_point(small_image, tmp_path, point, needle):
 
 def test_no_prompt(small_image, tmp_path):
     code, _, err = run_cli("segment", small_image, "--out", tmp_path / "m.nii.gz")
-    assert_one_line_error(code, err, "--point or --box")
+    assert_one_line_error(code, err, "--point, --box or --text")
 
 
 def test_unknown_axis(small_image, tmp_path):

@@ -13,7 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+from medvl.cli_language import add_language_commands, add_text_option
 from medvl.errors import MedVLError
+from medvl.server import add_arguments as add_server_arguments
+from medvl.server import serve as serve_command
+from medvl.server.bench import add_arguments as add_server_bench_arguments
 
 log = logging.getLogger(__name__)
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample_data"
@@ -71,6 +75,10 @@ def summarize(volume, labels, timings: dict, stats: dict) -> dict:
     return out
 
 
+def _jsonable(info) -> dict:
+    return json.loads(json.dumps(info, default=str))
+
+
 def engine_options(args) -> dict:
     """Engine keyword options from the flags that were given (sam2 checkpoints, ...)."""
     names = {"checkpoint": "checkpoint", "sam2_config": "config", "image_size": "image_size"}
@@ -82,7 +90,7 @@ def cmd_segment(args) -> int:
     from medvl.session import VolumeSession
 
     if not args.point and not args.box and not getattr(args, "text", None):
-        raise UsageError("segment needs at least one --point or --box")
+        raise UsageError("segment needs at least one --point, --box or --text")
     points = [parse_point(p) for p in args.point]
     boxes = [parse_box(b) for b in args.box]
     t0 = time.perf_counter()
@@ -92,6 +100,15 @@ def cmd_segment(args) -> int:
     session.set_volume(volume)
     t_load = time.perf_counter()
     first = None
+    text_info = None
+    if getattr(args, "text", None):
+        from medvl.cli_language import segment_from_text
+        from medvl.language.solvers import SolveSettings
+
+        # the text solver gets its own session: its engine runs must not leak into the prompt objects
+        solver_session = VolumeSession(args.engine, **engine_options(args)) if args.refine != "hu" else None
+        mask, text_info = segment_from_text(volume, args.text, solver_session, SolveSettings(refine=args.refine))
+        first = time.perf_counter()
     for c0, c1 in boxes:
         session.add_box(c0, c1)
         first = first or time.perf_counter()
@@ -101,11 +118,15 @@ def cmd_segment(args) -> int:
     slices = session.run_propagation()
     t_prop = time.perf_counter()
     labels = session.labels()
+    if text_info is not None:  # the text object takes the next label after the prompted objects
+        labels[mask & (labels == 0)] = max(session.objects, default=0) + 1
     write_mask(args.out, labels, like=volume)
     timings = {"read": t_read - t0, "model_load": t_load - t_read, "first_mask": first - t_load,
                "propagation": t_prop - first, "total": time.perf_counter() - t0}
     summary = summarize(volume, labels, timings, session.stats())
     summary.update(image=str(args.image), mask=str(args.out), propagated_slices=slices)
+    if text_info is not None:
+        summary["text"] = {"prompt": args.text, **_jsonable(text_info)}
     text = json.dumps(summary, indent=2)
     if getattr(args, "summary", None):
         Path(args.summary).write_text(text + "\n")
@@ -147,6 +168,13 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_bench_server(args) -> int:
+    from medvl.server.bench import run as run_server_bench
+
+    print(json.dumps(run_server_bench(args), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="medvl", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -163,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--checkpoint", help="model checkpoint file (sam2: SAM 2.1 or MedSAM2 .pt)")
     seg.add_argument("--sam2-config", help="sam2 config name, e.g. sam2.1_hiera_t (see docs/sam2.md)")
     seg.add_argument("--image-size", type=int, help="sam2 input size: 512 (MedSAM2) or 1024 (SAM 2.1)")
+    add_text_option(seg)
     seg.set_defaults(func=cmd_segment)
 
     run = sub.add_parser("run", help="demo: segment the sample lung2 CT from a box")
@@ -177,6 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--compare-monailabel", action="store_true",
                        help="sam2: run MONAI Label 0.8.5's own SAM 2 path side by side")
     bench.set_defaults(func=cmd_bench)
+
+    serve = sub.add_parser("serve", help="start the MONAI Label server with the medvl app (loopback by default)")
+    add_server_arguments(serve)
+    serve.set_defaults(func=serve_command)
+
+    server_bench = sub.add_parser("bench-server", help="server overhead per click on lung2 (prints JSON)")
+    add_server_bench_arguments(server_bench)
+    server_bench.set_defaults(func=cmd_bench_server)
+    add_language_commands(sub)
     return parser
 
 

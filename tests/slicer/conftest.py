@@ -48,16 +48,7 @@ def _import_slicer_core():
 SLICER = _import_slicer_core()
 _RULES_REGISTERED = False
 
-# The real MONAI Label server, as the server tests start it (session-scoped `server` fixture:
-# `.url`; it skips visibly without monailabel/itk or the sample data).
-try:
-    from tests.server.conftest import server  # noqa: F401  (re-exported fixture)
-
-    SERVER_FIXTURE_WHY = ""
-except ImportError as error:  # e.g. medvl not installed: the fixture module cannot load
-    SERVER_FIXTURE_WHY = f"the server fixture (tests/server/conftest.py) cannot be imported: {error}"
-
-requires_server_fixture = pytest.mark.skipif(bool(SERVER_FIXTURE_WHY), reason=SERVER_FIXTURE_WHY or "available")
+# The real MONAI Label server is the session-scoped `server` fixture of tests/conftest.py.
 
 
 def _register_converter_rules(slicer) -> None:

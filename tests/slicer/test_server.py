@@ -16,9 +16,8 @@ from MedVLSlicerLib.geometry import ijk_to_world, volume_ijk_to_world
 from MedVLSlicerLib.logic import InteractiveLogic
 from MedVLSlicerLib.prompts import PromptSet, point_prompt
 
-from .conftest import requires_server_fixture
 
-pytestmark = [pytest.mark.server, pytest.mark.slow, requires_server_fixture]
+pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 
 def fiducials(scene, volume, voxels, name):

@@ -1,0 +1,153 @@
+"""Concept solvers: a grounded prompt -> a 3D mask of the volume, with what was decided.
+
+`solve(volume, grounding, session=None)` runs the concept's solver. Tissue concepts (body,
+lungs, left/right lung, airway, bone, fat) come from calibrated CT Hounsfield ranges
+(`anatomy.CTAnatomy`). The nodule concept finds lesion candidates from HU
+(`nodule.find_candidates`), picks one by the prompt's side/size/level words, and - with a
+session and `refine != "hu"` - hands the segmentation engine a box on the candidate's
+largest slice and lets it propagate. `refine="auto"` (the default) keeps the engine's mask only
+where it agrees with the HU evidence (Dice >= `agree_min` = 0.8), else the HU mask: the
+engine may move the boundary, not change the object. Measured on the sample CTs (nodule
+from text, `python -m medvl.language.bench`): HU alone 0.872 (lung2) / 0.944 (lung1);
+engine always 0.927 / 0.735 (engine-HU agreement 0.869 / 0.726); auto 0.927 / 0.944.
+Without a session the HU mask is the answer (no model, a few seconds).
+
+Masks are bool numpy (k, j, i) in the volume's grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from medvl.language.errors import SolverError
+from medvl.language.grounding import Grounding
+from medvl.language.solvers import nodule as _nodule
+from medvl.language.solvers.anatomy import CTAnatomy, anatomy_for, require_ct
+from medvl.volume import Volume
+
+log = logging.getLogger(__name__)
+
+REFINE_MODES = ("hu", "engine", "auto")
+
+
+@dataclass(frozen=True)
+class SolveSettings:
+    refine: str = "auto"  # "hu": HU candidate as is; "engine": box + propagation; "auto": engine if it agrees
+    agree_min: float = 0.8  # "auto": minimum Dice between engine and HU masks to keep the engine's
+    box_margin: int = 3  # voxels added around the candidate's box on its largest slice
+    obj_id: int = 1  # session object used for refinement
+    nodule: _nodule.NoduleSettings = field(default_factory=_nodule.NoduleSettings)
+
+
+@dataclass
+class SolveResult:
+    mask: np.ndarray  # bool (k, j, i)
+    concept: str  # concept name
+    info: dict  # method, qualifiers used, candidates, seconds per stage, message
+
+    def __iter__(self):  # `mask, info = solve(...)` also works
+        return iter((self.mask, self.info))
+
+
+def _tissue(attr: str) -> Callable:
+    def run(anatomy: CTAnatomy, grounding: Grounding, session, settings: SolveSettings):
+        mask = getattr(anatomy, attr)
+        if not mask.any():
+            raise SolverError(f"no {attr.replace('_', ' ')} found in {anatomy.volume.name or 'this volume'}")
+        return mask.copy(), {"method": "hu"}
+    return run
+
+
+def _nodule_solver(anatomy: CTAnatomy, grounding: Grounding, session, settings: SolveSettings):
+    t0 = time.perf_counter()
+    cands = _nodule.find_candidates(anatomy, settings.nodule)
+    t_cand = time.perf_counter() - t0
+    q = grounding.qualifiers
+    lungs = anatomy.lungs
+    z_range = None
+    if lungs.any():
+        ks = np.flatnonzero(lungs.any(axis=(1, 2)))
+        zs = [anatomy.volume.geometry.index_to_physical((0, 0, int(k)))[2] for k in (ks[0], ks[-1])]
+        z_range = (min(zs), max(zs))
+    chosen, why = _nodule.choose(cands, q.side, q.rank, q.level, z_range)
+    info = {"candidates": [c.summary() for c in cands[:8]], "seconds_candidates": round(t_cand, 3)}
+    if chosen is None:
+        raise SolverError(f"{why} found in the lung field of {anatomy.volume.name or 'this volume'} "
+                          f"({sum(not c.rejected for c in cands)} candidates in all)")
+    hu_mask = _nodule.regrow(anatomy, chosen, settings.nodule)
+    info.update(chosen=cands.index(chosen), why=why, side=chosen.side, method="hu")
+    if settings.refine == "hu" or session is None:
+        return hu_mask, info
+    t1 = time.perf_counter()
+    eng = refine_with_session(anatomy.volume, session, hu_mask, settings.obj_id, settings.box_margin)
+    info["seconds_engine"] = round(time.perf_counter() - t1, 3)
+    agree = dice(eng, hu_mask)
+    info["engine_hu_dice"] = round(agree, 3)
+    if settings.refine == "engine" or agree >= settings.agree_min:
+        info["method"] = "hu+engine"
+        return eng, info
+    info["method"] = "hu (engine mask disagreed)"
+    return hu_mask, info
+
+
+SOLVERS: dict[str, Callable] = {
+    "body": _tissue("body"),
+    "lungs": _tissue("lungs"),
+    "left_lung": _tissue("left_lung"),
+    "right_lung": _tissue("right_lung"),
+    "airway": _tissue("airway"),
+    "bone": _tissue("bone"),
+    "fat": _tissue("fat"),
+    "nodule": _nodule_solver,
+}
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    s = int(a.sum()) + int(b.sum())
+    return 2.0 * int((a & b).sum()) / s if s else 1.0
+
+
+def refine_with_session(volume: Volume, session, seed_mask: np.ndarray, obj_id: int = 1, margin: int = 3) -> np.ndarray:
+    """Box prompt (ITK (i, j, k) corners) around `seed_mask` on its largest axial slice, then
+    the engine's propagation; returns the session's bool (k, j, i) mask of `obj_id`."""
+    if session.volume is not volume:
+        session.set_volume(volume)
+    elif obj_id in session.objects:
+        session.reset(obj_id)
+    areas = seed_mask.sum(axis=(1, 2))
+    k = int(np.argmax(areas))
+    rows = np.flatnonzero(seed_mask[k].any(axis=1))
+    cols = np.flatnonzero(seed_mask[k].any(axis=0))
+    ni, nj = volume.size_ijk[0], volume.size_ijk[1]
+    i0, i1 = max(int(cols[0]) - margin, 0), min(int(cols[-1]) + margin, ni - 1)
+    j0, j1 = max(int(rows[0]) - margin, 0), min(int(rows[-1]) + margin, nj - 1)
+    session.add_box((i0, j0, k), (i1, j1, k), obj_id=obj_id)
+    session.run_propagation(obj_id)
+    return session.mask(obj_id)
+
+
+def solve(volume: Volume, grounding: Grounding, session=None, settings: SolveSettings = SolveSettings()) -> SolveResult:
+    """The mask of a grounded concept on `volume` (see the module docstring).
+
+    Raises NotUnderstoodError for a grounding that was not understood and SolverError when
+    the concept cannot be solved here (modality, nothing found).
+    """
+    grounding.require()
+    if settings.refine not in REFINE_MODES:
+        raise SolverError(f"refine={settings.refine!r}: choose one of {', '.join(REFINE_MODES)}")
+    concept = grounding.concept
+    require_ct(volume, concept.label)
+    t0 = time.perf_counter()
+    anatomy = anatomy_for(volume)
+    mask, info = SOLVERS[concept.solver](anatomy, grounding, session, settings)
+    info.update(concept=concept.name, label=concept.label, grounding=grounding.as_dict(),
+                seconds=round(time.perf_counter() - t0, 3), seconds_anatomy=dict(anatomy.seconds),
+                voxels=int(mask.sum()))
+    info["message"] = f"{concept.label}: {info['voxels']} voxels ({info['method']})"
+    log.info("solved %r -> %s", grounding.text, info["message"])
+    return SolveResult(mask=mask, concept=concept.name, info=info)

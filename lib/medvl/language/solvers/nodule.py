@@ -1,0 +1,207 @@
+"""Lung nodule / mass candidates from Hounsfield units, chosen by the words of the prompt.
+
+Pipeline (numpy (k, j, i) masks, mm everywhere):
+
+1. Solid tissue (> `solid_hu`) inside the lung field (`CTAnatomy.lung_field`: each lung
+   closed with a 30 mm ball, so lesions pressed against the chest wall are inside).
+2. A 2 mm in-plane opening cuts vessels and septa; 3D components are candidate regions.
+3. In each region the largest inscribed ball (radius R from the exact distance transform)
+   marks the lesion; an opening with a ball of R/2 detaches what is attached by thinner
+   necks (hilum, chest-wall strips), and the part holding the ball is the candidate.
+4. Each candidate is scored as a lesion: R x lung shell fraction x (1 - outside-field shell
+   fraction)^2 x blobness, where blobness = min(1, 2 x ball volume / candidate volume).
+   Dropped: regions touching the first or last slice (cut by the scan), non-blobs, balls
+   under 3 mm or 0.7 slice thicknesses in radius (at 5 mm slices a vessel crossing the
+   plane looks like a small nodule), and scores under `min_score` (so "left lung mass" on
+   a scan without one says so instead of returning the best bad candidate).
+5. The prompt's words narrow the choice: side (left/right), rank (largest/smallest),
+   level (upper/lower). The chosen candidate is grown back by `regrow_mm` within the
+   solid tissue (what the opening shaved off).
+
+`refine_with_session` turns the candidate into a box prompt on its largest slice and lets
+the segmentation engine propagate; see `medvl.language.solvers.solve` for the choice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from medvl.language.solvers import morph
+from medvl.language.solvers.anatomy import CTAnatomy, centroid_lps
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NoduleSettings:
+    solid_hu: float = -300.0  # solid/part-solid lesion tissue; lung parenchyma is ~-850
+    vessel_cut_mm: float = 2.0  # in-plane opening radius that separates vessels
+    min_radius_mm: float = 3.0  # inscribed-ball radius: lesions >= 6 mm across ...
+    min_radius_slices: float = 0.7  # ... and >= 1.4 slice thicknesses (thinner: vessel or nodule?)
+    min_score: float = 1.0  # best candidate below this: "no lesion found", not a guess
+    max_ratio: float = 8.0  # candidate volume / inscribed-ball volume above this: not a blob
+    min_lung_shell: float = 0.2  # fraction of the 4 mm shell that is aerated lung
+    shell_mm: float = 4.0
+    regrow_mm: float = 2.0  # grow the chosen candidate back within solid tissue
+
+
+@dataclass
+class Candidate:
+    """One lesion candidate; `mask` lives in the sub-box `box` of the volume (numpy slices)."""
+
+    box: tuple[slice, slice, slice]  # numpy (k, j, i) slices of the volume
+    mask: np.ndarray  # bool, shape of the box
+    radius_mm: float  # largest inscribed ball
+    volume_ml: float
+    ratio: float  # volume / inscribed-ball volume
+    lung_shell: float  # fraction of the surrounding 4 mm shell that is aerated lung (< -400 HU)
+    outside_shell: float  # fraction of that shell outside the lung field (chest wall, mediastinum)
+    touches_scan_end: bool  # reaches the first or last slice: cut by the scan's extent
+    side: str = ""  # "left" / "right" (patient), from the LPS centroid vs the body's
+    centroid_lps: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    score: float = 0.0
+    rejected: str = ""  # why it is not a lesion candidate, "" when it is
+
+    def full_mask(self, shape) -> np.ndarray:
+        out = np.zeros(shape, bool)
+        out[self.box] = self.mask
+        return out
+
+    def summary(self) -> dict:
+        ks = np.flatnonzero(self.mask.any(axis=(1, 2))) + self.box[0].start
+        return {"side": self.side, "radius_mm": round(self.radius_mm, 1), "volume_ml": round(self.volume_ml, 2),
+                "slices_k": [int(ks[0]), int(ks[-1])], "score": round(self.score, 3),
+                "lung_shell": round(self.lung_shell, 2), "outside_shell": round(self.outside_shell, 2),
+                "rejected": self.rejected}
+
+
+def find_candidates(anatomy: CTAnatomy, settings: NoduleSettings = NoduleSettings()) -> list[Candidate]:
+    """Every lesion-like candidate in the lung field, best score first (rejected ones last).
+    Kept in `anatomy.memo` per settings: a report and its questions search once."""
+    key = ("nodule_candidates", settings)
+    if key not in anatomy.memo:
+        anatomy.memo[key] = _find_candidates(anatomy, settings)
+    return anatomy.memo[key]
+
+
+def _find_candidates(anatomy: CTAnatomy, settings: NoduleSettings) -> list[Candidate]:
+    hu, sp = anatomy.hu, anatomy.spacing
+    field_ = anatomy.lung_field
+    solid = (hu > settings.solid_hu) & field_
+    regions = morph.open_2d(solid, settings.vessel_cut_mm, sp)
+    labels, _ = ndi.label(regions)
+    body_x = anatomy.mid_x
+    nk = hu.shape[0]
+    out = []
+    for n, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is None:
+            continue
+        box = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, dim)) for s, dim in zip(box, hu.shape))
+        region = labels[box] == n
+        if region.sum() * anatomy.voxel_ml < 0.05:
+            continue
+        cand = _candidate(anatomy, box, region, field_, settings)
+        if cand is None:
+            continue
+        cand.touches_scan_end = box[0].start == 0 and cand.mask[0].any() or \
+            box[0].stop == nk and cand.mask[-1].any()
+        c = centroid_lps(anatomy.volume, cand.mask, [b.start for b in box])
+        cand.centroid_lps = tuple(float(v) for v in c)
+        cand.side = "left" if c[0] > body_x else "right"
+        blob = min(1.0, 2.0 / cand.ratio)
+        cand.score = cand.radius_mm * cand.lung_shell * (1 - cand.outside_shell) ** 2 * blob
+        cand.rejected = _reject_reason(cand, settings, sp[0])
+        out.append(cand)
+    out.sort(key=lambda c: (c.rejected != "", -c.score))
+    return out
+
+
+def _candidate(anatomy, box, region, field_, settings) -> Candidate | None:
+    sp = anatomy.spacing
+    dist = ndi.distance_transform_edt(region, sampling=sp)
+    radius = float(dist.max())
+    if radius <= 0:
+        return None
+    centre = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    half = 0.5 * radius
+    core = dist >= half
+    opened = (ndi.distance_transform_edt(~core, sampling=sp) <= half) & region
+    lab, _ = ndi.label(opened)
+    mask = lab == lab[centre] if lab[centre] else region
+    vol = float(mask.sum() * anatomy.voxel_ml)
+    ball = 4.0 / 3.0 * np.pi * radius ** 3 / 1000.0
+    # shell statistics on a box padded by the shell width
+    pad = tuple(int(np.ceil(settings.shell_mm / s)) + 1 for s in sp)
+    big = tuple(slice(max(b.start - p, 0), min(b.stop + p, dim)) for b, p, dim in zip(box, pad, field_.shape))
+    inner = np.zeros(tuple(b.stop - b.start for b in big), bool)
+    inner[tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(box, big))] = mask
+    d = ndi.distance_transform_edt(~inner, sampling=sp)
+    shell = (d > 0) & (d <= settings.shell_mm)
+    lung_shell = float((anatomy.hu[big][shell] < anatomy.settings.air_hu).mean()) if shell.any() else 0.0
+    outside = float((~field_[big][shell]).mean()) if shell.any() else 1.0
+    return Candidate(box=box, mask=mask, radius_mm=radius, volume_ml=vol, ratio=vol / ball,
+                     lung_shell=lung_shell, outside_shell=outside, touches_scan_end=False)
+
+
+def _reject_reason(c: Candidate, s: NoduleSettings, thickness_mm: float) -> str:
+    min_r = max(s.min_radius_mm, s.min_radius_slices * thickness_mm)
+    if c.radius_mm < min_r:
+        return f"smaller than {2 * min_r:g} mm across"
+    if c.touches_scan_end:
+        return "cut by the first or last slice"
+    if c.ratio > s.max_ratio:
+        return "not blob-shaped"
+    if c.lung_shell < s.min_lung_shell:
+        return "not surrounded by lung"
+    if c.score < s.min_score:
+        return f"lesion score {c.score:.2f} below {s.min_score:g}"
+    return ""
+
+
+def choose(cands: list[Candidate], side: str | None = None, rank: str | None = None,
+           level: str | None = None, z_range: tuple[float, float] | None = None) -> tuple[Candidate | None, str]:
+    """Pick one candidate by the prompt's qualifiers; returns (candidate or None, why)."""
+    pool = [c for c in cands if not c.rejected]
+    why = []
+    if side in ("left", "right"):
+        pool = [c for c in pool if c.side == side]
+        why.append(f"{side} side")
+    if not pool:
+        return None, "no lesion candidate" + (" on the " + why[0] if why else "")
+    if level in ("upper", "lower", "middle") and z_range is not None:
+        lo, hi = z_range
+        third = (hi - lo) / 3.0 or 1.0
+        want = {"lower": 0, "middle": 1, "upper": 2}[level]
+        zone = lambda c: min(2, max(0, int((c.centroid_lps[2] - lo) // third)))  # noqa: E731
+        matched = [c for c in pool if zone(c) == want]
+        if matched:
+            pool = matched
+            why.append(f"{level} zone")
+    if rank == "largest":
+        best = max(pool, key=lambda c: c.volume_ml)
+        why.append("largest")
+    elif rank == "smallest":
+        best = min(pool, key=lambda c: c.volume_ml)
+        why.append("smallest")
+    else:
+        best = pool[0]
+        why.append("most lesion-like")
+    return best, ", ".join(why)
+
+
+def regrow(anatomy: CTAnatomy, cand: Candidate, settings: NoduleSettings = NoduleSettings()) -> np.ndarray:
+    """The candidate grown back by `regrow_mm` within solid lung-field tissue: full (k, j, i) mask."""
+    full = cand.full_mask(anatomy.hu.shape)
+    pad = tuple(int(np.ceil(settings.regrow_mm / s)) + 1 for s in anatomy.spacing)
+    big = morph.bbox_slices(full, pad)
+    solid = (anatomy.hu[big] > settings.solid_hu) & anatomy.lung_field[big]
+    grown = morph.dilate_mm(full[big], settings.regrow_mm, anatomy.spacing) & solid
+    lab, _ = ndi.label(grown)
+    ids = np.unique(lab[full[big]])
+    out = np.zeros_like(full)
+    out[big] = np.isin(lab, ids[ids > 0])
+    return out

@@ -1,0 +1,54 @@
+"""MONAI Label's own FastAPI app with exception handlers that turn bad requests into 4xx.
+
+`medvl serve` starts `monailabel.main start_server --uvicorn_app medvl.server.asgi:app`:
+the stock server, routes and endpoints unchanged, plus handlers for errors the stock
+endpoints raise before our app code runs (malformed `params` JSON, unknown model or
+image), which the stock server answers with a bare 500. Started by plain
+`monailabel start_server --app monailabel_app`, everything works the same except those
+few requests get 500 instead of 4xx.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from monailabel.app import app
+from monailabel.interfaces.exception import ImageNotFoundException, LabelNotFoundException, MONAILabelError, \
+    MONAILabelException
+
+from medvl.errors import MedVLError
+from medvl.server.http import one_line, status_for
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["app"]
+
+
+def _reply(request: Request, status: int, detail: str) -> JSONResponse:
+    logger.info("%s %s -> %d %s", request.method, request.url.path, status, detail)
+    return JSONResponse(status_code=status, content={"detail": detail})
+
+
+@app.exception_handler(json.JSONDecodeError)
+async def _malformed_json(request: Request, error: json.JSONDecodeError):
+    return _reply(request, 400, one_line(f"malformed JSON in the request (params/info form field): {error.msg} at "
+                                         f"character {error.pos}; send a JSON object such as {{\"foreground\": []}}"))
+
+
+@app.exception_handler(MONAILabelException)
+async def _monailabel_error(request: Request, error: MONAILabelException):
+    if isinstance(error, (ImageNotFoundException, LabelNotFoundException)):
+        status = 404
+    elif error.error == MONAILabelError.INVALID_INPUT:
+        status = 400
+    else:
+        status = 500
+    return _reply(request, status, one_line(error.msg))
+
+
+@app.exception_handler(MedVLError)
+async def _medvl_error(request: Request, error: MedVLError):
+    return _reply(request, status_for(error), one_line(error))

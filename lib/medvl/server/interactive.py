@@ -1,0 +1,318 @@
+"""`InteractiveService`: one `medvl_interactive` request -> prompts on a cached session -> mask file.
+
+The MONAI Label task (`monailabel_app/lib/infers/interactive.py`) is a thin adapter over
+this; the benchmark and tests can drive it without HTTP. One engine instance (the model
+weights) is shared by every session; each session binds its own engine state (volume,
+embedding cache). Lock order: see `medvl.server.sessions`.
+
+A request carries an object's whole prompt set (`medvl.server.protocol`); `_plan`
+compares it with what the session already applied:
+
+- "add": only new prompts -> add them, propagate (one decoder run per new prompt).
+- "undo": the last n applied prompts are missing -> `VolumeSession.undo` back to the
+  state after the earlier request; propagate only if that state had not propagated yet.
+- "replay": anything else (a prompt moved, reset_state, a new axis) -> reset the object,
+  re-add every prompt, propagate. Embeddings stay cached (within the engine's cache
+  budget), so no slice is encoded twice.
+- "none": nothing changed -> the current mask again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from medvl.errors import CancelledError, SessionError
+from medvl.io import read_volume
+from medvl.server import results
+from medvl.server.protocol import (AXES, BoxPrompt, InteractiveRequest, check_in_volume, parse_request, roi_boxes,
+                                   session_key)
+from medvl.server.sessions import ObjectRecord, SessionEntry, SessionStore
+from medvl.server.settings import ServerSettings
+
+logger = logging.getLogger(__name__)
+
+_PROMPT, _PROPAGATION = "prompt", "propagation"  # ObjectRecord.ops entries, mirroring VolumeSession's undo history
+
+
+@dataclass
+class Timer:
+    """Per-stage wall times of one request (seconds), in the order the stages ran."""
+
+    stages: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - t0
+
+    def get(self, *names: str) -> float:
+        return sum(self.stages.get(n, 0.0) for n in names)
+
+
+class InteractiveService:
+    def __init__(self, settings: ServerSettings, engine=None):
+        self.settings = settings
+        self.compute_lock = threading.Lock()  # lock 3 of medvl.server.sessions: engine calls only
+        self.store = SessionStore(settings.cache_bytes, settings.session_ttl_s, sizeof=_entry_bytes)
+        self._engine = engine  # shared by all sessions; built on first use
+        self._engine_lock = threading.Lock()
+
+    def engine(self):
+        with self._engine_lock:
+            if self._engine is None:
+                from medvl.engines import get_engine
+
+                options = {"checkpoint": self.settings.checkpoint or None}
+                if self.settings.threads:
+                    options["threads"] = self.settings.threads
+                self._engine = get_engine(self.settings.engine, **options)
+            return self._engine
+
+    # ---- the request ---------------------------------------------------------------
+    def run(self, params: dict, image_path: str, image_id: str, out_path: str | None,
+            monai_session_id: str | None = None) -> tuple[str | None, dict]:
+        """Serve one request; writes the mask to `out_path` (extension from the request).
+
+        Returns (written path or None when a crop found nothing changed, JSON dict).
+        Raises medvl errors (PromptError, ImageReadError, SessionGoneError, ...) for 4xx.
+        """
+        timer, t0 = Timer(), time.perf_counter()
+        with timer.stage("parse"):
+            request = parse_request(params)
+        key = session_key(image_id, request.client_id, monai_session_id)
+        wait0 = time.perf_counter()
+        with self.store.use(key, expect=request.expect_session, create=not request.undo) as entry:
+            timer.stages["wait_session"] = time.perf_counter() - wait0
+            if entry.session is None:
+                self._load(entry, image_path, timer)
+            roi = check_in_volume(request, entry.volume.size_ijk)
+            obj_id, label = entry.obj_id_for(request.label, request.obj_id, self.settings.labels)
+            with timer.stage("mask"):
+                before = self._output(entry, obj_id, request) if request.crop else None
+            info = self._apply(entry, request, obj_id, label, roi, timer)
+            with timer.stage("mask"):
+                labels = self._output(entry, obj_id, request)
+                nonzero = labels.view(bool) if request.output_labels == "object" else labels != 0
+                info.update(results.mask_stats(nonzero, entry.volume.geometry.spacing, info["axis"]))
+                geometry, crop = entry.volume.geometry, None
+                if request.crop:
+                    crop = results.changed_crop(before, labels)
+                    info["changed"] = crop is not None
+                    if crop is not None:
+                        offset, labels = crop
+                        geometry = results.crop_geometry(geometry, offset)
+                        info["crop"] = {"offset_ijk": list(offset), "size_ijk": results.size_ijk(labels)}
+            info["label_names"] = self._label_names(entry, info["obj_id"], request)
+            info["session"] = {"key": key, "medvl_session": entry.generation, "requests": entry.requests + 1}
+        path = None
+        with timer.stage("write"):
+            if out_path and (not request.crop or crop is not None):
+                path = results.write_labels(out_path, labels, geometry)
+        info["latencies"] = _latencies(timer, time.perf_counter() - t0)
+        if request.ignored:
+            info["ignored_params"] = list(request.ignored)
+        return path, info
+
+    # ---- stages ----------------------------------------------------------------------
+    def _load(self, entry: SessionEntry, image_path: str, timer: Timer) -> None:
+        from medvl.session import VolumeSession
+
+        with timer.stage("load"):
+            volume = read_volume(image_path)
+        session = VolumeSession(self.engine())
+        with timer.stage("bind"):
+            session.set_volume(volume)
+        entry.image_path, entry.volume, entry.session = image_path, volume, session
+        logger.info("session %s: loaded %s %s", entry.key, image_path, volume.size_ijk)
+
+    def _apply(self, entry: SessionEntry, request: InteractiveRequest, obj_id: int, label: str, roi,
+               timer: Timer) -> dict:
+        session = entry.session
+        state = entry.objects.get(obj_id)
+        if request.undo and (state is None or state.ops.count(_PROMPT) < request.undo):
+            have = 0 if state is None else state.ops.count(_PROMPT)
+            raise SessionError(f"undo {request.undo} on object {obj_id} ({label!r}) but it has {have} prompts; "
+                               "send the remaining prompt set instead")
+        # the object's axis: named, else a box's (flat) axis, else the object's so far, else the default
+        axis = request.axis or (request.boxes[0].axis if request.boxes else None) or (
+            state.axis if state else self.settings.default_axis)
+        roi_prompts, clip = roi_boxes(roi, axis, request.roi_mode) if roi is not None else ([], None)
+        if not request.axis and not request.boxes and roi_prompts and clip is None:
+            axis = roi_prompts[0].axis  # a flat ROI names its slice's axis
+        wanted = [*request.boxes, *roi_prompts, *request.points]
+        if state is None:
+            state = entry.objects[obj_id] = ObjectRecord(obj_id, label, axis)
+        stats0 = session.stats()
+        action, arg = ("undo", request.undo) if request.undo else _plan(state, wanted, axis, request.reset)
+        calls = _EngineCalls(self.compute_lock, timer)
+        if action == "undo":
+            _undo(session, state, arg, calls)
+        elif action == "replay":
+            if obj_id in session.objects:
+                calls.run("prompt", session.reset, obj_id)
+            state.applied, state.ops, state.axis = [], [], axis
+            _add(session, state, wanted, calls)
+        elif action == "add":
+            _add(session, state, arg, calls)
+        if action in ("add", "replay"):
+            state.clip = clip  # an undo keeps the ROI of the state it returns to
+        if request.propagate and state.ops and state.ops[-1] == _PROMPT:
+            _propagate(session, state, calls)
+        stats1 = session.stats()
+        if not state.applied and obj_id not in session.objects:
+            state.ops.clear()
+        return {
+            "obj_id": obj_id, "label": label, "axis": state.axis, "action": action, "prompts": len(state.applied),
+            "roi_clipped": roi is not None and roi != request.roi,
+            "encoder_passes": stats1.get("encoder_passes", 0) - stats0.get("encoder_passes", 0),
+            "encoder_passes_total": stats1.get("encoder_passes", 0),
+            "decoder_calls": stats1.get("decoder_calls", 0) - stats0.get("decoder_calls", 0),
+            "cache_bytes": stats1.get("cache_bytes", 0),
+            "engine_seconds": round(timer.get("prompt", "propagate"), 4),
+        }
+
+    def _output(self, entry: SessionEntry, obj_id: int, request: InteractiveRequest) -> np.ndarray:
+        """uint8 (k, j, i): the object as 0/1, or every object by id ("all"); ROI clips applied."""
+        session = entry.session
+        if request.output_labels == "object":
+            if obj_id not in session.objects:
+                return np.zeros(entry.volume.array.shape, dtype=np.uint8)
+            return self._object_mask(entry, obj_id).view(np.uint8)  # a fresh bool array: 0/1 without a copy
+        out = np.zeros(entry.volume.array.shape, dtype=np.uint8)
+        for oid in session.objects:
+            np.copyto(out, np.uint8(oid), where=self._object_mask(entry, oid))
+        return out
+
+    @staticmethod
+    def _object_mask(entry: SessionEntry, obj_id: int) -> np.ndarray:
+        mask = entry.session.mask(obj_id)
+        record = entry.objects.get(obj_id)
+        return _clip(mask, record.clip) if record is not None and record.clip is not None else mask
+
+    def _label_names(self, entry: SessionEntry, obj_id: int, request: InteractiveRequest) -> dict:
+        if request.output_labels == "object":
+            return {entry.objects[obj_id].label: 1}
+        return {name: oid for name, oid in entry.label_ids.items() if oid in entry.session.objects}
+
+
+# ---- engine calls, all under the compute lock -------------------------------------------
+class _EngineCalls:
+    def __init__(self, lock: threading.Lock, timer: Timer):
+        self.lock, self.timer = lock, timer
+
+    def run(self, stage: str, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        with self.lock:
+            self.timer.stages["wait_compute"] = self.timer.stages.get("wait_compute", 0.0) + time.perf_counter() - t0
+            with self.timer.stage(stage):
+                return fn(*args, **kwargs)
+
+
+def _plan(state: ObjectRecord, wanted: list, axis: str, reset: bool) -> tuple[str, object]:
+    """(action, argument): ("none", None), ("add", new prompts), ("undo", count) or ("replay", None).
+
+    Compared as multisets, since the stock client sends all foreground points before all
+    background points whatever order they were clicked in.
+    """
+    applied = state.applied
+    if reset or axis != state.axis:
+        return ("replay", None) if (applied or wanted) else ("none", None)
+    have, want = Counter(applied), Counter(wanted)
+    if have == want:
+        return "none", None
+    if not have - want:  # every applied prompt still wanted: add the rest, in request order
+        extra = want - have
+        new = []
+        for prompt in wanted:
+            if extra[prompt]:
+                extra[prompt] -= 1
+                new.append(prompt)
+        return "add", new
+    if Counter(applied[: len(wanted)]) == want:  # the last prompts were removed
+        return "undo", len(applied) - len(wanted)
+    return "replay", None
+
+
+def _add(session, state: ObjectRecord, prompts: list, calls: _EngineCalls) -> None:
+    for prompt in prompts:
+        if isinstance(prompt, BoxPrompt):
+            calls.run("prompt", session.add_box, prompt.lo, prompt.hi, obj_id=state.obj_id)
+        else:
+            calls.run("prompt", session.add_point, prompt.ijk, positive=prompt.positive, obj_id=state.obj_id,
+                      axis=state.axis)
+        state.applied.append(prompt)
+        state.ops.append(_PROMPT)
+
+
+def _undo(session, state: ObjectRecord, count: int, calls: _EngineCalls) -> None:
+    """Undo the object's last `count` prompts (and the propagations after them)."""
+    while count:
+        op = state.ops.pop()
+        calls.run("prompt", session.undo, state.obj_id)
+        if op == _PROMPT:
+            state.applied.pop()
+            count -= 1
+
+
+def _propagate(session, state: ObjectRecord, calls: _EngineCalls) -> None:
+    """Propagate the object; with a 3D ROI, stop once both directions have left it."""
+    along = AXES.index(state.axis)
+    lo, hi = (state.clip[2 * along], state.clip[2 * along + 1]) if state.clip else (None, None)
+    passed = {"below": False, "above": False}
+
+    def stop() -> bool:
+        return state.clip is not None and passed["below"] and passed["above"]
+
+    def run():
+        try:
+            for index, _ in session.propagate(obj_id=state.obj_id, should_stop=stop):
+                if state.clip is not None:
+                    passed["below"] |= index < lo
+                    passed["above"] |= index > hi
+        except CancelledError:
+            pass
+
+    calls.run("propagate", run)
+    state.ops.append(_PROPAGATION)
+
+
+def _clip(mask: np.ndarray, clip) -> np.ndarray:
+    """Zero a (k, j, i) mask outside the ITK-order inclusive box (i0, i1, j0, j1, k0, k1)."""
+    i0, i1, j0, j1, k0, k1 = clip
+    out = np.zeros_like(mask)
+    out[k0:k1 + 1, j0:j1 + 1, i0:i1 + 1] = mask[k0:k1 + 1, j0:j1 + 1, i0:i1 + 1]
+    return out
+
+
+def _latencies(timer: Timer, total: float) -> dict:
+    """MONAI Label's latency keys (pre, infer, invert, post, write, total) plus every stage."""
+    r = lambda v: round(v, 4)  # noqa: E731
+    return {
+        "pre": r(timer.get("parse", "wait_session", "load", "bind")),
+        "infer": r(timer.get("prompt", "propagate")),
+        "invert": 0.0,
+        "post": r(timer.get("mask")),
+        "write": r(timer.get("write")),
+        "total": r(total),
+        "transform": None,
+        "stages": {k: r(v) for k, v in timer.stages.items()},
+    }
+
+
+def _entry_bytes(entry: SessionEntry) -> int:
+    """Bytes one session holds: volume, engine embedding cache, one mask per object."""
+    if entry.volume is None or entry.session is None:
+        return 0
+    voxels = entry.volume.array.size
+    cache = entry.session.stats().get("cache_bytes", 0)
+    return int(entry.volume.array.nbytes + cache + voxels * (len(entry.objects) + 1) + voxels * 4)

@@ -1,0 +1,286 @@
+"""The `medvl_interactive` request protocol: every parameter the server reads, in one place.
+
+Requests are MONAI Label infer calls, `POST /infer/medvl_interactive?image=<id>` with a
+`params` JSON form field. Two forms share one meaning - *the request carries the whole
+prompt set of one object*; the server diffs it against what it applied before, so a new
+click costs one prompt, a removed last click is an undo, anything else is a replay on the
+cached embeddings (never a re-encode).
+
+Stock MONAI Label Slicer client (SAM / deepgrow parameters, unchanged):
+
+- `foreground`, `background`: `[[i, j, k], ...]` voxel indices, ITK order (i, j, k);
+  all of the label's points so far, as the Slicer module sends them.
+- `roi`: `[i0, i1, j0, j1, k0, k1]` inclusive voxel bounds (Slicer's `getROIPointsXYZ`),
+  or `[]`. Flat on one axis -> a box on that slice; a 3D ROI -> a box on its central
+  slice along `axis`, propagation limited to the ROI (or a box on every slice with
+  `roi_mode` "every_slice").
+- `label`: segment name; labels map to object ids (`SessionEntry.obj_id_for`).
+- `reset_state`: clear this object's prompts before applying the request's.
+- `client_id`, `result_extension` (".nrrd", ".nii.gz", ".nii"), `result_dtype` (uint8).
+
+MedVL additions:
+
+- `boxes`: `[[[i0, j0, k0], [i1, j1, k1]], ...]` corner pairs, inclusive, flat on one axis.
+- `axis`: "i", "j" or "k" - slicing/propagation axis of the points (default: server's).
+- `obj_id`: object id instead of `label`.
+- `undo`: n >= 1 - drop the object's last n prompts (needs the live session).
+- `medvl_session`: the generation a previous response returned; the request then must
+  continue exactly that session, else HTTP 410 with the reason (evicted / expired).
+- `crop`: true -> the image holds only the bounding box of the voxels this request
+  changed (origin moved so it overlays in place); `crop.offset_ijk` in the JSON.
+- `output_labels`: "object" (default, 0/1 mask of the object) or "all" (every object,
+  voxel value = object id).
+- `propagate`: false -> only the prompted slices (no propagation).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from medvl.errors import MedVLError, PromptError
+
+AXES = ("i", "j", "k")
+EXTENSIONS = (".nrrd", ".nii.gz", ".nii")  # result formats, all written with the image's geometry
+
+# Parameter names (the request's `params` JSON).
+FOREGROUND, BACKGROUND, ROI, LABEL, RESET_STATE = "foreground", "background", "roi", "label", "reset_state"
+CLIENT_ID, RESULT_EXTENSION = "client_id", "result_extension"
+BOXES, AXIS, OBJ_ID, UNDO, MEDVL_SESSION = "boxes", "axis", "obj_id", "undo", "medvl_session"
+CROP, OUTPUT_LABELS, ROI_MODE, PROPAGATE = "crop", "output_labels", "roi_mode", "propagate"
+
+
+class BadRequestError(MedVLError):
+    """A request parameter has the wrong type or value (HTTP 400)."""
+
+
+@dataclass(frozen=True)
+class PointPrompt:
+    ijk: tuple[int, int, int]  # ITK-order voxel index
+    positive: bool  # foreground (True) or background click; the slicing axis is the object's
+
+
+@dataclass(frozen=True)
+class BoxPrompt:
+    lo: tuple[int, int, int]  # ITK-order inclusive corner with the smaller indices
+    hi: tuple[int, int, int]  # the other corner; equal to `lo` on exactly one axis
+
+    @property
+    def axis(self) -> str:
+        return next(a for a, l, h in zip(AXES, self.lo, self.hi) if l == h)
+
+
+Prompt = PointPrompt | BoxPrompt
+
+
+@dataclass(frozen=True)
+class InteractiveRequest:
+    """One parsed `medvl_interactive` request; volume-independent checks done."""
+
+    points: tuple[PointPrompt, ...] = ()  # foreground then background, in request order
+    boxes: tuple[BoxPrompt, ...] = ()  # from `boxes`
+    roi: tuple[int, int, int, int, int, int] | None = None  # stock ROI, bounds sorted per axis
+    label: str | None = None
+    obj_id: int | None = None
+    axis: str | None = None  # None -> a box's axis, else the object's, else the server's default
+    reset: bool = False
+    undo: int = 0
+    expect_session: str | None = None  # `medvl_session`
+    client_id: str = ""
+    result_extension: str = ".nrrd"
+    crop: bool = False
+    output_labels: str = "object"
+    roi_mode: str = "center"
+    propagate: bool = True
+    ignored: tuple[str, ...] = field(default=(), compare=False)  # unknown keys, echoed back
+
+
+_KNOWN = {FOREGROUND, BACKGROUND, ROI, LABEL, RESET_STATE, CLIENT_ID, RESULT_EXTENSION, BOXES, AXIS, OBJ_ID,
+          UNDO, MEDVL_SESSION, CROP, OUTPUT_LABELS, ROI_MODE, PROPAGATE,
+          # set by MONAI Label itself or sent by its clients; read elsewhere or harmless
+          "model", "image", "session", "description", "save_label", "label_tag", "result_dtype", "device",
+          "cache_image", "largest_cc", "pylab", "result_write_to_file", "result_compress", "image_id",
+          "image_path", "label_info", "timeout", "logging"}
+
+
+def parse_request(params: dict) -> InteractiveRequest:
+    """Validate MONAI Label's merged request dict into an InteractiveRequest.
+
+    Raises PromptError for malformed points/boxes/ROI and BadRequestError for other
+    parameters, each naming the value and the expected form.
+    """
+    if not isinstance(params, dict):
+        raise BadRequestError(f"params must be a JSON object, got {type(params).__name__}")
+    axis = params.get(AXIS)
+    if axis is not None and axis not in AXES:
+        raise BadRequestError(f"axis {axis!r} is not one of 'i', 'j', 'k'")
+    points = tuple(PointPrompt(p, True) for p in _points(params.get(FOREGROUND), FOREGROUND)) + tuple(
+        PointPrompt(p, False) for p in _points(params.get(BACKGROUND), BACKGROUND))
+    ext = str(params.get(RESULT_EXTENSION) or ".nrrd").lower()
+    ext = ext if ext.startswith(".") else "." + ext
+    if ext not in EXTENSIONS:
+        raise BadRequestError(f"result_extension {ext!r} is not one of {', '.join(EXTENSIONS)}")
+    output = str(params.get(OUTPUT_LABELS) or "object")
+    if output not in ("object", "all"):
+        raise BadRequestError(f"output_labels {output!r} is not 'object' or 'all'")
+    roi_mode = str(params.get(ROI_MODE) or "center")
+    if roi_mode not in ("center", "every_slice"):
+        raise BadRequestError(f"roi_mode {roi_mode!r} is not 'center' or 'every_slice'")
+    label = params.get(LABEL)
+    if label is not None and not isinstance(label, str):
+        raise BadRequestError(f"label must be a string (segment name), got {label!r}")
+    undo = _int(params.get(UNDO, 0) or 0, UNDO, minimum=0)
+    obj_id = params.get(OBJ_ID)
+    expect = params.get(MEDVL_SESSION)
+    return InteractiveRequest(
+        points=points,
+        boxes=tuple(_box(b, i) for i, b in enumerate(_list(params.get(BOXES), BOXES))),
+        roi=_roi(params.get(ROI)),
+        label=label or None,
+        obj_id=None if obj_id is None else _int(obj_id, OBJ_ID, minimum=1, maximum=255),
+        axis=axis,
+        reset=_bool(params.get(RESET_STATE, False), RESET_STATE),
+        undo=undo,
+        expect_session=str(expect) if expect else None,
+        client_id=str(params.get(CLIENT_ID) or ""),
+        result_extension=ext,
+        crop=_bool(params.get(CROP, False), CROP),
+        output_labels=output,
+        roi_mode=roi_mode,
+        propagate=_bool(params.get(PROPAGATE, True), PROPAGATE),
+        ignored=tuple(sorted(k for k in params if k not in _KNOWN)),
+    )
+
+
+def session_key(image_id: str, client_id: str, monai_session_id: str | None = None) -> str:
+    """The key of a client's session: MONAI Label's session id, else image id + client id."""
+    if monai_session_id:
+        return f"mls:{monai_session_id}"
+    return f"{image_id}@{client_id or 'anonymous'}"
+
+
+def check_in_volume(request: InteractiveRequest, size_ijk: tuple[int, int, int]) -> tuple[int, ...] | None:
+    """Check points and boxes lie inside a volume of `size_ijk`; return the ROI clipped to it.
+
+    Points or box corners outside -> PromptError naming the index and the volume size.
+    An ROI is clipped to the volume (Slicer's rounded ROIs often overhang by a voxel);
+    one that misses the volume or covers no area -> PromptError.
+    """
+    def inside(ijk):
+        return all(0 <= v < n for v, n in zip(ijk, size_ijk))
+
+    size = "x".join(map(str, size_ijk))
+    for p in request.points:
+        if not inside(p.ijk):
+            raise PromptError(f"point (i, j, k) {list(p.ijk)} is outside the volume of {size} voxels; "
+                              f"indices run 0..size-1 in ITK order (i, j, k)")
+    for b in request.boxes:
+        if not (inside(b.lo) and inside(b.hi)):
+            raise PromptError(f"box {[list(b.lo), list(b.hi)]} reaches outside the volume of {size} voxels")
+    if request.roi is None:
+        return None
+    clipped = []
+    for (lo, hi), n in zip(zip(request.roi[0::2], request.roi[1::2]), size_ijk):
+        lo, hi = max(lo, 0), min(hi, n - 1)
+        if lo > hi:
+            raise PromptError(f"roi {list(request.roi)} [i0, i1, j0, j1, k0, k1] lies outside the volume of {size} "
+                              "voxels")
+        clipped += [lo, hi]
+    return tuple(clipped)
+
+
+def roi_boxes(roi: tuple[int, ...], axis: str, mode: str) -> tuple[list[BoxPrompt], tuple[int, ...] | None]:
+    """Box prompts for a (clipped) ROI, and the 3D clip region (None for a flat ROI).
+
+    Flat on one axis -> one box on that slice. Thick -> along `axis`, a box on the central
+    slice ("center") or on every slice ("every_slice"); the mask is then limited to the ROI.
+    """
+    extents = [hi - lo for lo, hi in zip(roi[0::2], roi[1::2])]
+    flat = [a for a, e in zip(AXES, extents) if e == 0]
+    if len(flat) >= 2:
+        raise PromptError(f"roi {list(roi)} [i0, i1, j0, j1, k0, k1] is empty (no area on any slice); "
+                          "drag a box that spans two axes")
+    lo = [roi[0], roi[2], roi[4]]
+    hi = [roi[1], roi[3], roi[5]]
+    if flat:
+        return [BoxPrompt(tuple(lo), tuple(hi))], None
+    a = AXES.index(axis)
+    slices = range(lo[a], hi[a] + 1) if mode == "every_slice" else [(lo[a] + hi[a]) // 2]
+    boxes = []
+    for s in slices:
+        l, h = list(lo), list(hi)
+        l[a] = h[a] = s
+        boxes.append(BoxPrompt(tuple(l), tuple(h)))
+    return boxes, tuple(roi)
+
+
+# ---- field parsers -------------------------------------------------------------------
+def _list(value, name: str) -> list:
+    if value is None or value == "":
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise PromptError(f"{name} must be a list, got {value!r}")
+    return list(value)
+
+
+def _index(value, what: str) -> tuple[int, int, int]:
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise PromptError(f"{what} must be [i, j, k] (3 voxel indices, ITK order), got {value!r}")
+    out = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise PromptError(f"{what} must hold 3 finite numbers [i, j, k], got {value!r}")
+        out.append(int(round(v)))
+    return tuple(out)
+
+
+def _points(value, name: str) -> list[tuple[int, int, int]]:
+    return [_index(p, f"{name}[{n}]") for n, p in enumerate(_list(value, name))]
+
+
+def _box(value, n: int) -> BoxPrompt:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise PromptError(f"boxes[{n}] must be a corner pair [[i0, j0, k0], [i1, j1, k1]], got {value!r}")
+    a, b = (_index(c, f"boxes[{n}] corner") for c in value)
+    lo, hi = tuple(map(min, a, b)), tuple(map(max, a, b))
+    flat = sum(l == h for l, h in zip(lo, hi))
+    if flat != 1:
+        raise PromptError(f"boxes[{n}] {[list(a), list(b)]} must be flat on exactly one axis (same index on it) "
+                          f"and span the other two; it is flat on {flat}")
+    return BoxPrompt(lo, hi)
+
+
+def _roi(value) -> tuple[int, ...] | None:
+    values = _list(value, ROI)
+    if not values:
+        return None
+    if len(values) != 6 or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                               for v in values):
+        raise PromptError(f"roi must be [i0, i1, j0, j1, k0, k1] (6 voxel indices) or [], got {value!r}")
+    v = [int(round(x)) for x in values]
+    return (min(v[0], v[1]), max(v[0], v[1]), min(v[2], v[3]), max(v[2], v[3]), min(v[4], v[5]), max(v[4], v[5]))
+
+
+def _bool(value, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off", ""):
+        return False
+    raise BadRequestError(f"{name} must be true or false, got {value!r}")
+
+
+def _int(value, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    try:
+        if isinstance(value, bool) or float(value) != int(float(value)):
+            raise ValueError
+        number = int(float(value))
+    except (TypeError, ValueError):
+        raise BadRequestError(f"{name} must be an integer, got {value!r}") from None
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        raise BadRequestError(f"{name} {number} is out of range [{minimum}, {maximum if maximum is not None else ''}]")
+    return number

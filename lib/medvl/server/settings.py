@@ -1,0 +1,78 @@
+"""`ServerSettings`: the server's typed configuration, parsed once from `--conf KEY VALUE`.
+
+MONAI Label hands the app its `--conf` pairs as a flat `{str: str}` dict; `from_conf`
+turns them into typed fields here and nowhere else. Keys this app does not know are
+logged and ignored, because MONAI Label itself passes some (e.g. `server_mode`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields
+
+from medvl.errors import MedVLError
+
+logger = logging.getLogger(__name__)
+
+AXES = ("i", "j", "k")
+
+
+class ConfigError(MedVLError):
+    """A `--conf KEY VALUE` pair has a value of the wrong type or out of range."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    engine: str = "litemedsam"  # segmentation engine name (medvl.engines) shared by all sessions
+    checkpoint: str = ""  # user-supplied weights path for the engine; "" = the packaged default
+    labels: tuple[str, ...] = ("lesion",)  # label names offered to clients; label n -> object id n
+    cache_mb: int = 2048  # memory bound over all sessions (volume + embeddings + masks), LRU by bytes
+    session_ttl_s: float = 1800.0  # a session idle this long is dropped
+    default_axis: str = "k"  # slicing/propagation axis when a request names none
+    threads: int = 0  # torch intra-op threads for the engine; 0 = leave torch's default
+
+    def __post_init__(self):
+        if self.default_axis not in AXES:
+            raise ConfigError(f"default_axis {self.default_axis!r} is not one of i, j, k")
+        if self.cache_mb <= 0:
+            raise ConfigError(f"cache_mb must be > 0 (MiB over all sessions), got {self.cache_mb}")
+        if self.session_ttl_s <= 0:
+            raise ConfigError(f"session_ttl_s must be > 0 seconds, got {self.session_ttl_s}")
+        if not self.labels or any(not name for name in self.labels):
+            raise ConfigError(f"labels must be a comma-separated list of names, got {self.labels!r}")
+
+    @property
+    def cache_bytes(self) -> int:
+        return int(self.cache_mb) * 1024 * 1024
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_conf(cls, conf: dict | None) -> "ServerSettings":
+        """Typed settings from MONAI Label's `--conf` dict (all values strings)."""
+        values = {}
+        for key, raw in (conf or {}).items():
+            if key not in cls.keys():
+                logger.info("--conf %s is not a MedVL setting (known: %s); left to MONAI Label", key,
+                            ", ".join(cls.keys()))
+                continue
+            values[key] = _parse(key, raw)
+        return cls(**values)
+
+
+def _parse(key: str, raw):
+    default = getattr(ServerSettings, key)
+    text = str(raw).strip()
+    try:
+        if isinstance(default, tuple):
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        kind = type(default).__name__
+        raise ConfigError(f"--conf {key} {raw!r}: expected {kind}, e.g. --conf {key} {default}") from None
+    return text

@@ -1,0 +1,46 @@
+"""`medvl_interactive`: MONAI Label's view of `medvl.server.interactive.InteractiveService`.
+
+Type deepgrow, 3D, so the stock Slicer client lists it under interactive models and sends
+its SAM/deepgrow parameters; the protocol is `medvl.server.protocol`. Stages (parse,
+load, prompt, propagate, mask, write) and their latencies come back in the JSON part.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
+
+from medvl.server.protocol import EXTENSIONS, RESULT_EXTENSION
+
+
+class InteractiveInferTask(InferTask):
+    def __init__(self, service, labels):
+        super().__init__(
+            type=InferType.DEEPGROW,
+            labels={name: n for n, name in enumerate(labels, start=1)},
+            dimension=3,
+            description="Points, boxes or an ROI on any slice -> 3D mask by slice propagation (medvl)",
+            config={"result_extension": ".nrrd", "crop": False, "roi_mode": "center", "output_labels": "object"},
+        )
+        self.service = service
+
+    def is_valid(self) -> bool:
+        return True
+
+    def __call__(self, request):
+        ext = str(request.get(RESULT_EXTENSION) or ".nrrd")
+        ext = ext if ext in EXTENSIONS else ".nrrd"  # a bad value is reported by the protocol parser
+        fd, out_path = tempfile.mkstemp(suffix=ext, prefix="medvl-")
+        os.close(fd)
+        session = request.get("session") or {}
+        try:
+            path, info = self.service.run(request, request["image"], request["image_id"], out_path,
+                                          monai_session_id=session.get("name"))
+        except BaseException:
+            os.unlink(out_path)
+            raise
+        if path is None:
+            os.unlink(out_path)
+        return path, info

@@ -1,0 +1,56 @@
+"""`medvl report`, `medvl ask` and `segment --text` through the language CLI builders."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from medvl.cli_language import add_language_commands, add_text_option, segment_from_text
+from medvl.language.errors import NotUnderstoodError
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="medvl")
+    sub = p.add_subparsers(dest="command", required=True)
+    add_language_commands(sub)
+    seg = sub.add_parser("segment")
+    add_text_option(seg)
+    return p
+
+
+def test_report_command(sample_dir, tmp_path, capsys):
+    args = _parser().parse_args(["report", str(sample_dir / "lung1_image.nii.gz"), "--text", "nodule",
+                                 "--mask", str(sample_dir / "lung1_label.nii.gz"), "--out", str(tmp_path)])
+    assert args.func(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["objects"] == ["lung1_label", "nodule"]
+    assert out["narrative_check"]["unchecked"] == []
+    for name in ("report.json", "report.md", "overview.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["objects"][0]["voxels"] == 837 and data["objects"][0]["side"] == "right"
+
+
+def test_ask_command(sample_dir, capsys):
+    args = _parser().parse_args(["ask", str(sample_dir / "lung1_image.nii.gz"), "Which side is it on?",
+                                 "--mask", str(sample_dir / "lung1_label.nii.gz")])
+    assert args.func(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["answerable"] and out["intent"] == "side" and "right side" in out["answer"]
+    assert "facts" not in out
+
+
+def test_segment_text_option_and_function(lung1):
+    args = _parser().parse_args(["segment", "--text", "the nodule", "--refine", "hu"])
+    assert args.text == "the nodule" and args.refine == "hu"
+    assert _parser().parse_args(["segment"]).refine == "auto"
+    volume, label = lung1
+    mask, info = segment_from_text(volume, "nodule in the right lung")
+    assert mask.shape == volume.array.shape and mask.dtype == bool
+    assert info["concept"] == "nodule" and info["method"] == "hu"
+    assert 2 * (mask & label).sum() / (mask.sum() + label.sum()) > 0.6
+    with pytest.raises(NotUnderstoodError, match="nearest known concepts"):
+        segment_from_text(volume, "segment the spleen")
