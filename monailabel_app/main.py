@@ -8,7 +8,8 @@ What this class adds to `MONAILabelApp`:
 - `infer` answers an unknown model or image with 404 and medvl errors with their 4xx
   (`medvl.server.http`), before and around the stock code;
 - a local datastore that rejects non-image uploads and writes labels atomically;
-- MONAI Label's periodic session cleanup also expires idle medvl sessions.
+- MONAI Label's periodic session cleanup also expires idle medvl sessions;
+- batch inference keeps one image's error to that image (`lib.batch_infer`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 import os
 
 from fastapi import HTTPException
+from lib.batch_infer import PerImageBatchInferTask
 from lib.datastore import CheckedLocalDatastore
 from lib.tasks import TASKS
 from monailabel.config import settings as monailabel_settings
@@ -27,6 +29,7 @@ from monailabel.interfaces.datastore import Datastore
 import medvl
 from medvl.server.http import as_http
 from medvl.server.interactive import InteractiveService
+from medvl.server.language import LanguageService
 from medvl.server.settings import ServerSettings
 
 logger = logging.getLogger(__name__)
@@ -36,12 +39,13 @@ class MedVLApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: dict):
         self.settings = ServerSettings.from_conf(conf)  # typed, parsed once here
         self.service = InteractiveService(self.settings)  # sessions + shared engine for every task
+        self.language = LanguageService(self.service)  # text, report and vqa tasks on the same sessions
         super().__init__(
             app_dir=app_dir,
             studies=studies,
             conf=conf,
             name="MedVLSlicer",
-            description="Promptable 3D segmentation with slice propagation (points, boxes, ROI)",
+            description="Promptable 3D segmentation (points, boxes, ROI, text) by slice propagation; reports, VQA",
             version=medvl.__version__,
             labels=list(self.settings.labels),
         )
@@ -56,6 +60,9 @@ class MedVLApp(MONAILabelApp):
             auto_reload=monailabel_settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
             read_only=monailabel_settings.MONAI_LABEL_DATASTORE_READ_ONLY,
         )
+
+    def init_batch_infer(self):
+        return PerImageBatchInferTask()
 
     def init_infers(self):
         return {name: factory(self) for name, factory in TASKS.items()}

@@ -16,11 +16,13 @@ SESSION_ID = "/session/{session_id}"  # GET ?update_ts=true keeps it alive; DELE
 DATASTORE = "/datastore/"  # GET ?output=all: images and labels
 DATASTORE_IMAGE = "/datastore/image"  # PUT ?image=ID multipart `file`; HEAD ?image=ID: exists?
 DATASTORE_LABEL = "/datastore/label"  # PUT ?image=ID&tag=TAG multipart `label` + `params`; GET ?label=ID&tag=TAG
+REPORT_FILE = "/medvl/report/{report_id}/{name}"  # GET report.json | report.md | overview.png of a report answer
 
 # --- tasks -----------------------------------------------------------------------------------
 INTERACTIVE_TASK = "medvl_interactive"  # points / boxes -> 3D mask by propagation
 TEXT_TASK = "medvl_text"  # free text -> 3D mask (language layer)
-REPORT_TASK = "medvl_report"  # masks -> structured report (JSON part carries it)
+REPORT_TASK = "medvl_report"  # the session's objects (obj_id list) -> structured report (JSON part carries it)
+VQA_TASK = "medvl_vqa"  # question (+ the session's objects) -> answer from measured facts (JSON part)
 
 # --- request parameters of the interactive task ------------------------------------------------
 # Each request carries the object's WHOLE prompt set; the server diffs it against what it
@@ -40,7 +42,9 @@ P_MEDVL_SESSION = "medvl_session"  # the generation the last answer gave: contin
 P_PROPAGATE = "propagate"  # false: only the prompted slice (fast preview)
 P_CROP = "crop"  # true: answer with only the changed bounding box and its offset
 P_OUTPUT_LABELS = "output_labels"  # "object" (0/1 mask of obj_id) or "all" (voxel = object id)
-P_TEXT = "text"  # the text prompt of the text task
+P_TEXT = "text"  # the text prompt of the text task (report task: extra prompts to solve and report on)
+P_REFINE = "refine"  # text/report/vqa: "hu" | "engine" | "auto" nodule refinement (default: the server's)
+P_QUESTION = "question"  # the question of the vqa task
 P_CLIENT_ID = "client_id"  # which client's state on a shared image
 P_RESULT_EXTENSION = "result_extension"  # ".nrrd" or ".nii.gz"
 
@@ -52,7 +56,11 @@ R_SESSION = "session"  # {"key", "medvl_session": generation, "requests"}
 R_SLICE_RANGE = "slice_range"  # [first, last] slice holding the object, along its axis
 R_VOXELS = "voxels"  # number of object voxels
 R_VOLUME_ML = "volume_ml"  # object volume in mL
-R_REPORT = "report"  # report text (report task)
+R_REPORT = "report"  # report text, markdown (report task)
+R_REPORT_JSON = "report_json"  # the report's facts, as report.json (report task)
+R_REPORT_FILES = "files"  # {"json", "md", "overview"}: REPORT_FILE paths to GET (report task)
+R_UNDERSTOOD_AS = "understood_as"  # one line: what the text prompt was grounded to (text task)
+R_ANSWER = "answer"  # the answer text (vqa task); "answerable": false when it cannot be answered
 
 # --- a session is gone -------------------------------------------------------------------------
 SESSION_GONE_STATUS = 410  # medvl session evicted / expired (sent medvl_session no longer live)

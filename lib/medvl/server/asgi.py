@@ -6,6 +6,10 @@ endpoints raise before our app code runs (malformed `params` JSON, unknown model
 image), which the stock server answers with a bare 500. Started by plain
 `monailabel start_server --app monailabel_app`, everything works the same except those
 few requests get 500 instead of 4xx.
+
+One route of our own: `GET /medvl/report/<report id>/<report.json | report.md |
+overview.png>` (`medvl.server.language.REPORT_ROUTE`) serves the files of a
+`medvl_report` answer (404 once pruned or for an unknown id).
 """
 
 from __future__ import annotations
@@ -13,14 +17,15 @@ from __future__ import annotations
 import json
 import logging
 
-from fastapi import Request
-from fastapi.responses import JSONResponse
+from fastapi import HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse
 from monailabel.app import app
 from monailabel.interfaces.exception import ImageNotFoundException, LabelNotFoundException, MONAILabelError, \
     MONAILabelException
 
 from medvl.errors import MedVLError
 from medvl.server.http import one_line, status_for
+from medvl.server.language import REPORT_ROUTE
 
 logger = logging.getLogger(__name__)
 
@@ -52,3 +57,18 @@ async def _monailabel_error(request: Request, error: MONAILabelException):
 @app.exception_handler(MedVLError)
 async def _medvl_error(request: Request, error: MedVLError):
     return _reply(request, status_for(error), one_line(error))
+
+
+_MEDIA = {".json": "application/json", ".md": "text/markdown", ".png": "image/png"}
+
+
+@app.get(REPORT_ROUTE, include_in_schema=False)
+async def _report_file(report_id: str, name: str):
+    from monailabel.interfaces.utils.app import app_instance
+
+    language = getattr(app_instance(), "language", None)
+    path = language.report_file(report_id, name) if language is not None else None
+    if path is None:
+        raise HTTPException(404, f"no report file {report_id}/{name}: ask /infer/medvl_report again (the server "
+                                 "keeps the newest reports only)")
+    return FileResponse(path, media_type=_MEDIA.get(path.suffix, "application/octet-stream"), filename=name)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from medvl.errors import CancelledError, SessionError
+from medvl.errors import CancelledError, PromptError, SessionError
 from medvl.io import read_volume
 from medvl.server import results
 from medvl.server.protocol import (AXES, BoxPrompt, InteractiveRequest, check_in_volume, parse_request, roi_boxes,
@@ -89,17 +89,22 @@ class InteractiveService:
         timer, t0 = Timer(), time.perf_counter()
         with timer.stage("parse"):
             request = parse_request(params)
-        key = session_key(image_id, request.client_id, monai_session_id)
-        wait0 = time.perf_counter()
-        with self.store.use(key, expect=request.expect_session, create=not request.undo) as entry:
-            timer.stages["wait_session"] = time.perf_counter() - wait0
-            if entry.session is None:
-                self._load(entry, image_path, timer)
-            roi = check_in_volume(request, entry.volume.size_ijk)
+        return self.serve_mask(request, self._apply, image_path, image_id, out_path, monai_session_id, timer, t0)
+
+    def serve_mask(self, request, apply, image_path: str, image_id: str, out_path: str | None,
+                   monai_session_id: str | None, timer: "Timer", t0: float) -> tuple[str | None, dict]:
+        """The part every mask-producing task shares: session, object, output, crop, file, latencies.
+
+        `request` has `InteractiveRequest`'s session and output fields (client_id,
+        expect_session, undo, label, obj_id, crop, output_labels); `apply(entry, request,
+        obj_id, label, timer)` changes the object on the held session and returns the JSON
+        dict so far (with "axis"); it takes the compute lock for engine work itself.
+        """
+        with self.held(request, image_path, image_id, monai_session_id, timer) as (entry, key):
             obj_id, label = entry.obj_id_for(request.label, request.obj_id, self.settings.labels)
             with timer.stage("mask"):
                 before = self._output(entry, obj_id, request) if request.crop else None
-            info = self._apply(entry, request, obj_id, label, roi, timer)
+            info = apply(entry, request, obj_id, label, timer)
             with timer.stage("mask"):
                 labels = self._output(entry, obj_id, request)
                 nonzero = labels.view(bool) if request.output_labels == "object" else labels != 0
@@ -118,10 +123,24 @@ class InteractiveService:
         with timer.stage("write"):
             if out_path and (not request.crop or crop is not None):
                 path = results.write_labels(out_path, labels, geometry)
-        info["latencies"] = _latencies(timer, time.perf_counter() - t0)
+        info["latencies"] = latencies(timer, time.perf_counter() - t0)
         if request.ignored:
             info["ignored_params"] = list(request.ignored)
         return path, info
+
+    @contextmanager
+    def held(self, request, image_path: str, image_id: str, monai_session_id: str | None, timer: Timer):
+        """Hold the request's session (lock 2), its volume loaded; yields (entry, key).
+
+        `request`: client_id, expect_session and undo as in `InteractiveRequest`.
+        """
+        key = session_key(image_id, request.client_id, monai_session_id)
+        wait0 = time.perf_counter()
+        with self.store.use(key, expect=request.expect_session, create=not request.undo) as entry:
+            timer.stages["wait_session"] = time.perf_counter() - wait0
+            if entry.session is None:
+                self._load(entry, image_path, timer)
+            yield entry, key
 
     # ---- stages ----------------------------------------------------------------------
     def _load(self, entry: SessionEntry, image_path: str, timer: Timer) -> None:
@@ -135,8 +154,9 @@ class InteractiveService:
         entry.image_path, entry.volume, entry.session = image_path, volume, session
         logger.info("session %s: loaded %s %s", entry.key, image_path, volume.size_ijk)
 
-    def _apply(self, entry: SessionEntry, request: InteractiveRequest, obj_id: int, label: str, roi,
+    def _apply(self, entry: SessionEntry, request: InteractiveRequest, obj_id: int, label: str,
                timer: Timer) -> dict:
+        roi = check_in_volume(request, entry.volume.size_ijk)
         session = entry.session
         state = entry.objects.get(obj_id)
         if request.undo and (state is None or state.ops.count(_PROMPT) < request.undo):
@@ -153,14 +173,19 @@ class InteractiveService:
         if state is None:
             state = entry.objects[obj_id] = ObjectRecord(obj_id, label, axis)
         stats0 = session.stats()
-        action, arg = ("undo", request.undo) if request.undo else _plan(state, wanted, axis, request.reset)
+        if request.undo:
+            action, arg = "undo", request.undo
+        elif state.mask is not None and (wanted or request.reset):  # prompts replace (or reset clears) a text result
+            action, arg = "replay", None
+        else:
+            action, arg = _plan(state, wanted, axis, request.reset)
         calls = _EngineCalls(self.compute_lock, timer)
         if action == "undo":
             _undo(session, state, arg, calls)
         elif action == "replay":
             if obj_id in session.objects:
                 calls.run("prompt", session.reset, obj_id)
-            state.applied, state.ops, state.axis = [], [], axis
+            state.applied, state.ops, state.axis, state.mask = [], [], axis, None
             _add(session, state, wanted, calls)
         elif action == "add":
             _add(session, state, arg, calls)
@@ -181,28 +206,54 @@ class InteractiveService:
             "engine_seconds": round(timer.get("prompt", "propagate"), 4),
         }
 
-    def _output(self, entry: SessionEntry, obj_id: int, request: InteractiveRequest) -> np.ndarray:
+    def _output(self, entry: SessionEntry, obj_id: int, request) -> np.ndarray:
         """uint8 (k, j, i): the object as 0/1, or every object by id ("all"); ROI clips applied."""
-        session = entry.session
         if request.output_labels == "object":
-            if obj_id not in session.objects:
+            if obj_id not in self._object_ids(entry):
                 return np.zeros(entry.volume.array.shape, dtype=np.uint8)
             return self._object_mask(entry, obj_id).view(np.uint8)  # a fresh bool array: 0/1 without a copy
         out = np.zeros(entry.volume.array.shape, dtype=np.uint8)
-        for oid in session.objects:
+        for oid in self._object_ids(entry):
             np.copyto(out, np.uint8(oid), where=self._object_mask(entry, oid))
         return out
 
     @staticmethod
+    def _object_ids(entry: SessionEntry) -> list[int]:
+        """Objects with a mask: the engine session's, and text results (`ObjectRecord.mask`)."""
+        texts = {oid for oid, record in entry.objects.items() if record.mask is not None}
+        return sorted(set(entry.session.objects) | texts)
+
+    @staticmethod
     def _object_mask(entry: SessionEntry, obj_id: int) -> np.ndarray:
-        mask = entry.session.mask(obj_id)
+        """A fresh bool (k, j, i) array of the object: its text result, else the engine's mask (ROI-clipped)."""
         record = entry.objects.get(obj_id)
+        if record is not None and record.mask is not None:
+            return record.mask.copy()
+        mask = entry.session.mask(obj_id)
         return _clip(mask, record.clip) if record is not None and record.clip is not None else mask
+
+    def object_masks(self, entry: SessionEntry, wanted) -> dict[str, np.ndarray]:
+        """label -> bool (k, j, i) mask of the session's objects named in `wanted` (obj_ids or
+        labels; empty: every object with a mask). Unknown names -> PromptError listing the known."""
+        have = self._object_ids(entry)
+        names = {oid: next((n for n, i in entry.label_ids.items() if i == oid), f"object {oid}") for oid in have}
+        if not wanted:
+            return {names[oid]: self._object_mask(entry, oid) for oid in have}
+        out = {}
+        for item in wanted:
+            oid = entry.label_ids.get(item) if isinstance(item, str) else item
+            if oid not in names:
+                known = ", ".join(f"{i} ({n})" for i, n in names.items()) or "none yet"
+                raise PromptError(f"object {item!r} has no mask in this session (objects: {known}); segment it "
+                                  "first with medvl_text or medvl_interactive on the same session")
+            out[names[oid]] = self._object_mask(entry, oid)
+        return out
 
     def _label_names(self, entry: SessionEntry, obj_id: int, request: InteractiveRequest) -> dict:
         if request.output_labels == "object":
             return {entry.objects[obj_id].label: 1}
-        return {name: oid for name, oid in entry.label_ids.items() if oid in entry.session.objects}
+        have = set(self._object_ids(entry))
+        return {name: oid for name, oid in entry.label_ids.items() if oid in have}
 
 
 # ---- engine calls, all under the compute lock -------------------------------------------
@@ -294,12 +345,13 @@ def _clip(mask: np.ndarray, clip) -> np.ndarray:
     return out
 
 
-def _latencies(timer: Timer, total: float) -> dict:
-    """MONAI Label's latency keys (pre, infer, invert, post, write, total) plus every stage."""
+def latencies(timer: Timer, total: float, infer=("prompt", "propagate", "solve")) -> dict:
+    """MONAI Label's latency keys (pre, infer, invert, post, write, total) plus every stage;
+    `infer`: the stages that count as inference."""
     r = lambda v: round(v, 4)  # noqa: E731
     return {
-        "pre": r(timer.get("parse", "wait_session", "load", "bind")),
-        "infer": r(timer.get("prompt", "propagate")),
+        "pre": r(timer.get("parse", "ground", "wait_session", "load", "bind")),
+        "infer": r(timer.get(*infer)),
         "invert": 0.0,
         "post": r(timer.get("mask")),
         "write": r(timer.get("write")),

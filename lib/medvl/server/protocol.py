@@ -31,6 +31,24 @@ MedVL additions:
 - `output_labels`: "object" (default, 0/1 mask of the object) or "all" (every object,
   voxel value = object id).
 - `propagate`: false -> only the prompted slices (no propagation).
+
+Language tasks (`medvl.server.language`), same session keys (`client_id`, MONAI Label
+`session_id`, `medvl_session`) so their results and the interactive objects meet:
+
+- `medvl_text`: `text` (required) - free text grounded onto a concept and solved to a
+  mask, which becomes the object `label` / `obj_id` (default label: the concept's name);
+  `refine` "hu" | "engine" | "auto" (default: the server's `text_refine`);
+  `result_extension`, `crop`, `output_labels` as above. Answer: the mask file, and in the
+  JSON `grounding`, `understood_as`, `solver`, voxels, volume_ml, latencies.
+- `medvl_report`: `obj_id` and/or `label` (one or a list) - session objects to report on
+  (none named: every object of the session); `text` (one or a list) - prompts solved and
+  reported too; neither and no objects: the default chest prompts. `narrator`
+  "deterministic" | "smollm2". No file; the JSON carries `report` (markdown text),
+  `report_json` (the facts: report.json) and `files` (GET URLs of report.json,
+  report.md, overview.png).
+- `medvl_vqa`: `question` (required); `obj_id` / `label` - session objects whose masks
+  the answer is about (default: none, the question's object is solved from the image).
+  No file; the JSON carries `answer`, `answerable`, `intent`, `facts`, `grounding`.
 """
 
 from __future__ import annotations
@@ -48,6 +66,9 @@ FOREGROUND, BACKGROUND, ROI, LABEL, RESET_STATE = "foreground", "background", "r
 CLIENT_ID, RESULT_EXTENSION = "client_id", "result_extension"
 BOXES, AXIS, OBJ_ID, UNDO, MEDVL_SESSION = "boxes", "axis", "obj_id", "undo", "medvl_session"
 CROP, OUTPUT_LABELS, ROI_MODE, PROPAGATE = "crop", "output_labels", "roi_mode", "propagate"
+TEXT, QUESTION, REFINE, NARRATOR = "text", "question", "refine", "narrator"  # language tasks
+REFINE_MODES = ("hu", "engine", "auto")  # medvl.language.solvers.REFINE_MODES, without importing it
+NARRATORS = ("deterministic", "smollm2")
 
 
 class BadRequestError(MedVLError):
@@ -95,12 +116,76 @@ class InteractiveRequest:
     ignored: tuple[str, ...] = field(default=(), compare=False)  # unknown keys, echoed back
 
 
+_MONAILABEL = {  # set by MONAI Label itself (infer, batch infer) or sent by its clients; read elsewhere or harmless
+    "model", "image", "session", "description", "save_label", "label_tag", "result_dtype", "device", "cache_image",
+    "largest_cc", "pylab", "result_write_to_file", "result_compress", "image_id", "image_path", "label_info",
+    "timeout", "logging", "images", "_id", "_image_id", "multi_gpu", "gpus", "max_workers", "max_batch_size"}
 _KNOWN = {FOREGROUND, BACKGROUND, ROI, LABEL, RESET_STATE, CLIENT_ID, RESULT_EXTENSION, BOXES, AXIS, OBJ_ID,
-          UNDO, MEDVL_SESSION, CROP, OUTPUT_LABELS, ROI_MODE, PROPAGATE,
-          # set by MONAI Label itself or sent by its clients; read elsewhere or harmless
-          "model", "image", "session", "description", "save_label", "label_tag", "result_dtype", "device",
-          "cache_image", "largest_cc", "pylab", "result_write_to_file", "result_compress", "image_id",
-          "image_path", "label_info", "timeout", "logging"}
+          UNDO, MEDVL_SESSION, CROP, OUTPUT_LABELS, ROI_MODE, PROPAGATE} | _MONAILABEL
+_KNOWN_LANGUAGE = {TEXT, QUESTION, REFINE, NARRATOR, LABEL, OBJ_ID, CLIENT_ID, RESULT_EXTENSION, MEDVL_SESSION,
+                   CROP, OUTPUT_LABELS, AXIS, PROPAGATE} | _MONAILABEL  # axis, propagate: sent by clients, unused
+
+
+@dataclass(frozen=True)
+class LanguageRequest:
+    """One parsed `medvl_text` / `medvl_report` / `medvl_vqa` request (see the module docstring).
+
+    The session and output fields mirror `InteractiveRequest`'s, so the mask path
+    (`InteractiveService.serve_mask`) serves text results like clicks.
+    """
+
+    task: str  # "text", "report" or "vqa"
+    texts: tuple[str, ...] = ()  # text: exactly one prompt; report: prompts to solve and report on
+    question: str = ""  # vqa
+    objects: tuple[int | str, ...] = ()  # report / vqa: session objects (obj_id or label) whose masks to use
+    label: str | None = None  # text: the object the result becomes
+    obj_id: int | None = None  # text: the same by id
+    refine: str | None = None  # None -> the server's `text_refine`
+    narrator: str = "deterministic"
+    expect_session: str | None = None
+    client_id: str = ""
+    result_extension: str = ".nrrd"
+    crop: bool = False
+    output_labels: str = "object"
+    undo: int = 0  # never set: a language request always may create its session
+    ignored: tuple[str, ...] = field(default=(), compare=False)
+
+
+def parse_language_request(params: dict, task: str) -> LanguageRequest:
+    """Validate MONAI Label's merged request dict for a language task; BadRequestError names the fix."""
+    if not isinstance(params, dict):
+        raise BadRequestError(f"params must be a JSON object, got {type(params).__name__}")
+    refine = params.get(REFINE)
+    if refine is not None and refine not in REFINE_MODES:
+        raise BadRequestError(f"refine {refine!r} is not one of {', '.join(REFINE_MODES)}")
+    narrator = str(params.get(NARRATOR) or "deterministic")
+    if narrator not in NARRATORS:
+        raise BadRequestError(f"narrator {narrator!r} is not one of {', '.join(NARRATORS)}")
+    texts = tuple(_strings(params.get(TEXT), TEXT))
+    question = params.get(QUESTION) or ""
+    label, obj_id, objects = params.get(LABEL), params.get(OBJ_ID), ()
+    if task == "text":
+        if len(texts) != 1:
+            raise BadRequestError(f"medvl_text needs one text prompt, e.g. {{\"text\": \"the nodule in the right "
+                                  f"lung\"}}; got {params.get(TEXT)!r}")
+        if label is not None and not isinstance(label, str):
+            raise BadRequestError(f"label must be a string (segment name), got {label!r}")
+        obj_id = None if obj_id is None else _int(obj_id, OBJ_ID, minimum=1, maximum=255)
+    else:
+        if task == "vqa" and (not isinstance(question, str) or not question.strip()):
+            raise BadRequestError(f"medvl_vqa needs a question, e.g. {{\"question\": \"How large is the "
+                                  f"nodule?\"}}; got {params.get(QUESTION)!r}")
+        objects = tuple(_int(v, OBJ_ID, minimum=1, maximum=255) for v in _one_or_list(obj_id)) + tuple(
+            _strings(label, LABEL))
+        label = obj_id = None
+    return LanguageRequest(
+        task=task, texts=texts, question=str(question).strip(), objects=objects, label=label or None, obj_id=obj_id,
+        refine=refine, narrator=narrator,
+        expect_session=str(params[MEDVL_SESSION]) if params.get(MEDVL_SESSION) else None,
+        client_id=str(params.get(CLIENT_ID) or ""), result_extension=_extension(params),
+        crop=_bool(params.get(CROP, False), CROP), output_labels=_output_labels(params),
+        ignored=tuple(sorted(k for k in params if k not in _KNOWN_LANGUAGE)),
+    )
 
 
 def parse_request(params: dict) -> InteractiveRequest:
@@ -116,13 +201,7 @@ def parse_request(params: dict) -> InteractiveRequest:
         raise BadRequestError(f"axis {axis!r} is not one of 'i', 'j', 'k'")
     points = tuple(PointPrompt(p, True) for p in _points(params.get(FOREGROUND), FOREGROUND)) + tuple(
         PointPrompt(p, False) for p in _points(params.get(BACKGROUND), BACKGROUND))
-    ext = str(params.get(RESULT_EXTENSION) or ".nrrd").lower()
-    ext = ext if ext.startswith(".") else "." + ext
-    if ext not in EXTENSIONS:
-        raise BadRequestError(f"result_extension {ext!r} is not one of {', '.join(EXTENSIONS)}")
-    output = str(params.get(OUTPUT_LABELS) or "object")
-    if output not in ("object", "all"):
-        raise BadRequestError(f"output_labels {output!r} is not 'object' or 'all'")
+    ext, output = _extension(params), _output_labels(params)
     roi_mode = str(params.get(ROI_MODE) or "center")
     if roi_mode not in ("center", "every_slice"):
         raise BadRequestError(f"roi_mode {roi_mode!r} is not 'center' or 'every_slice'")
@@ -215,6 +294,38 @@ def roi_boxes(roi: tuple[int, ...], axis: str, mode: str) -> tuple[list[BoxPromp
 
 
 # ---- field parsers -------------------------------------------------------------------
+def _extension(params: dict) -> str:
+    ext = str(params.get(RESULT_EXTENSION) or ".nrrd").lower()
+    ext = ext if ext.startswith(".") else "." + ext
+    if ext not in EXTENSIONS:
+        raise BadRequestError(f"result_extension {ext!r} is not one of {', '.join(EXTENSIONS)}")
+    return ext
+
+
+def _output_labels(params: dict) -> str:
+    output = str(params.get(OUTPUT_LABELS) or "object")
+    if output not in ("object", "all"):
+        raise BadRequestError(f"output_labels {output!r} is not 'object' or 'all'")
+    return output
+
+
+def _one_or_list(value) -> list:
+    if value is None or value == "":
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _strings(value, name: str) -> list[str]:
+    """A string or a list of strings; blank entries dropped."""
+    out = []
+    for v in _one_or_list(value):
+        if not isinstance(v, str):
+            raise BadRequestError(f"{name} must be a string or a list of strings, got {value!r}")
+        if v.strip():
+            out.append(v.strip())
+    return out
+
+
 def _list(value, name: str) -> list:
     if value is None or value == "":
         return []

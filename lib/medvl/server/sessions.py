@@ -22,7 +22,9 @@ Locks, always taken in this order (never the reverse, so no cycle can form):
    (volume load, prompts, propagation, mask extraction), so two requests of one client
    run one after the other and see each other's prompts.
 3. The compute lock - one per process (`InteractiveService.compute_lock`). Held around
-   engine calls only, always inside a session lock: requests on different sessions
+   engine calls and language-layer calls (grounding, solvers, reports, answers: their
+   process-wide caches - the sentence encoder, `anatomy_for` - are not thread-safe),
+   always inside a session lock when there is one: requests on different sessions
    decode and write files in parallel but share the CPU/GPU one at a time.
 """
 
@@ -36,6 +38,8 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
+
+import numpy as np
 
 from medvl.errors import PromptError, SessionError
 
@@ -58,6 +62,7 @@ class ObjectRecord:
     applied: list = field(default_factory=list)  # protocol prompts, in the order they were added
     ops: list[str] = field(default_factory=list)  # "prompt"/"propagation": one per VolumeSession undo step
     clip: tuple[int, int, int, int, int, int] | None = None  # ITK (i0, i1, j0, j1, k0, k1) of a 3D ROI
+    mask: np.ndarray | None = field(default=None, repr=False)  # bool (k, j, i) of a text result; None: engine's
 
 
 @dataclass

@@ -30,6 +30,9 @@ class ServerSettings:
     session_ttl_s: float = 1800.0  # a session idle this long is dropped
     default_axis: str = "k"  # slicing/propagation axis when a request names none
     threads: int = 0  # torch intra-op threads for the engine; 0 = leave torch's default
+    text_refine: str = "auto"  # language tasks' nodule refinement when a request names none: hu / engine / auto
+    report_dir: str = ""  # where medvl_report writes report.json/.md/overview.png; "" = a temporary folder
+    reports_kept: int = 64  # newest reports kept in report_dir (older ones deleted)
 
     def __post_init__(self):
         if self.default_axis not in AXES:
@@ -38,6 +41,10 @@ class ServerSettings:
             raise ConfigError(f"cache_mb must be > 0 (MiB over all sessions), got {self.cache_mb}")
         if self.session_ttl_s <= 0:
             raise ConfigError(f"session_ttl_s must be > 0 seconds, got {self.session_ttl_s}")
+        if self.text_refine not in ("hu", "engine", "auto"):
+            raise ConfigError(f"text_refine {self.text_refine!r} is not one of hu, engine, auto")
+        if self.reports_kept < 1:
+            raise ConfigError(f"reports_kept must be >= 1, got {self.reports_kept}")
         if not self.labels or any(not name for name in self.labels):
             raise ConfigError(f"labels must be a comma-separated list of names, got {self.labels!r}")
 

@@ -1,0 +1,219 @@
+"""`LanguageService`: the `medvl_text`, `medvl_report` and `medvl_vqa` requests on the sessions
+of `InteractiveService`.
+
+Thin by design: grounding, solvers, report facts, narrative and answers are
+`medvl.language`'s (`ground`, `solve`, `build_report` / `write_report`, `answer`); this module
+maps requests (`medvl.server.protocol.parse_language_request`) onto sessions and objects.
+
+- text: the prompt is grounded first, so text that is not understood is answered 400 with
+  the nearest concepts before any session is created; then solved on the session's volume.
+  The mask becomes the object's text result (`ObjectRecord.mask`) and goes out through
+  `InteractiveService.serve_mask` like a click's answer (file in the image geometry, crop,
+  voxels, volume_ml, latencies). Later clicks on that object replace it.
+- report: the masks of the session's objects (text or interactive results) plus any text
+  prompts -> `build_report` -> `write_report` into `<report_dir>/<report id>/`; the JSON
+  part carries the markdown and the facts, and `files` holds the GET URLs
+  (`REPORT_ROUTE`, served by `medvl.server.asgi`) of report.json, report.md, overview.png.
+- vqa: `answer(volume, question, masks)` with the masks of the named session objects.
+
+Locks (`medvl.server.sessions`): a request holds its session's lock throughout; every
+language-layer call runs under the compute lock, because the layer's process-wide caches
+(sentence encoder, `anatomy_for`, nodule candidates) are not thread-safe. With `refine`
+"engine" or "auto" the nodule solver refines by the client's own engine session, so it
+shares the embedding cache with the client's clicks: a text request uses the object it
+addresses; report and vqa use a free object id and forget it afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+from medvl.server.interactive import InteractiveService, Timer, latencies
+from medvl.server.protocol import LanguageRequest, parse_language_request
+from medvl.server.sessions import ObjectRecord, SessionEntry
+
+logger = logging.getLogger(__name__)
+
+REPORT_ROUTE = "/medvl/report/{report_id}/{name}"  # GET: one file of a medvl_report answer
+REPORT_FILES = {"json": "report.json", "md": "report.md", "overview": "overview.png"}
+_REPORT_ID = re.compile(r"^[0-9a-f]{12}$")
+
+
+class LanguageService:
+    def __init__(self, service: InteractiveService):
+        self.service = service  # sessions, compute lock, engine, mask output: shared with medvl_interactive
+        self.settings = service.settings
+        self._report_root: Path | None = None  # created on the first report
+        self._report_lock = threading.Lock()  # guards `_report_root` creation and pruning (no other lock inside)
+
+    # ---- medvl_text ----------------------------------------------------------------------
+    def text(self, params: dict, image_path: str, image_id: str, out_path: str | None,
+             monai_session_id: str | None = None) -> tuple[str | None, dict]:
+        """Text prompt -> the object's mask written to `out_path`; (path, JSON dict)."""
+        timer, t0 = Timer(), time.perf_counter()
+        with timer.stage("parse"):
+            request = parse_language_request(params, "text")
+        with timer.stage("ground"):
+            grounding = self._locked(_ground, request.texts[0], timer=timer)
+        if request.label is None and request.obj_id is None:  # the object is named after the concept
+            request = replace(request, label=grounding.concept.name)
+
+        def apply(entry: SessionEntry, request: LanguageRequest, obj_id: int, label: str, timer: Timer) -> dict:
+            from medvl.language import SolveSettings, solve
+
+            settings = SolveSettings(refine=self._refine(request), obj_id=obj_id)
+            session = entry.session if settings.refine != "hu" else None
+            stats0 = entry.session.stats()
+
+            def run():
+                result = solve(entry.volume, grounding, session, settings)  # "engine"/"auto": uses obj_id itself
+                if session is None and obj_id in entry.session.objects:  # the text result replaces the object
+                    entry.session.reset(obj_id)
+                return result
+
+            with timer.stage("solve"):
+                result = self._locked(run, timer=timer)
+            entry.objects[obj_id] = ObjectRecord(obj_id, label, "k", mask=result.mask)
+            stats1 = entry.session.stats()
+            return {
+                "obj_id": obj_id, "label": label, "axis": "k", "action": "text", "text": request.texts[0],
+                "understood_as": grounding.message(), "grounding": grounding.as_dict(),
+                "solver": {k: v for k, v in result.info.items() if k != "grounding"},
+                "encoder_passes": stats1.get("encoder_passes", 0) - stats0.get("encoder_passes", 0),
+                "engine_seconds": round(timer.get("solve"), 4),
+            }
+
+        return self.service.serve_mask(request, apply, image_path, image_id, out_path, monai_session_id, timer, t0)
+
+    # ---- medvl_report --------------------------------------------------------------------
+    def report(self, params: dict, image_path: str, image_id: str,
+               monai_session_id: str | None = None) -> tuple[None, dict]:
+        """Report on the session's objects and text prompts; files under the report folder."""
+        from medvl.language import SolveSettings, build_report, write_report
+
+        timer, t0 = Timer(), time.perf_counter()
+        with timer.stage("parse"):
+            request = parse_language_request(params, "report")
+        with self.service.held(request, image_path, image_id, monai_session_id, timer) as (entry, key):
+            masks = self._masks(entry, request, timer)
+            scratch = _free_obj_id(entry)
+            settings = SolveSettings(refine=self._refine(request), obj_id=scratch)
+            session = entry.session if settings.refine != "hu" else None
+            with timer.stage("solve"):
+                report = self._locked(_forgetting(entry, scratch, build_report), entry.volume, masks,
+                                      texts=request.texts, session=session, narrator=request.narrator,
+                                      settings=settings, timer=timer)
+            report_id = uuid.uuid4().hex[:12]
+            with timer.stage("write"):
+                write_report(report, entry.volume, self._report_folder(report_id))  # files only: no lock
+                self._prune()
+            info = {
+                "report": report.to_markdown(), "report_json": report.to_dict(), "report_id": report_id,
+                "files": {kind: REPORT_ROUTE.format(report_id=report_id, name=name)
+                          for kind, name in REPORT_FILES.items()},
+                "objects": sorted(masks), "session": self._session_info(entry, key),
+            }
+        info["latencies"] = latencies(timer, time.perf_counter() - t0)
+        return None, _ignored(info, request)
+
+    def report_file(self, report_id: str, name: str) -> Path | None:
+        """The path of one file of a kept report, or None (unknown id or name, or pruned)."""
+        if self._report_root is None or not _REPORT_ID.match(report_id) or name not in REPORT_FILES.values():
+            return None
+        path = self._report_root / report_id / name
+        return path if path.is_file() else None
+
+    # ---- medvl_vqa -----------------------------------------------------------------------
+    def vqa(self, params: dict, image_path: str, image_id: str,
+            monai_session_id: str | None = None) -> tuple[None, dict]:
+        """Answer a question about the image (and the named session objects) from facts."""
+        from medvl.language import SolveSettings, answer
+
+        timer, t0 = Timer(), time.perf_counter()
+        with timer.stage("parse"):
+            request = parse_language_request(params, "vqa")
+        with self.service.held(request, image_path, image_id, monai_session_id, timer) as (entry, key):
+            masks = self._masks(entry, request, timer) if request.objects else {}
+            scratch = _free_obj_id(entry)
+            settings = SolveSettings(refine=self._refine(request), obj_id=scratch)
+            session = entry.session if settings.refine != "hu" else None
+            with timer.stage("solve"):
+                ans = self._locked(_forgetting(entry, scratch, answer), entry.volume, request.question, masks,
+                                   session=session, settings=settings, timer=timer)
+            info = dict(ans.as_dict(), objects_given=sorted(masks), session=self._session_info(entry, key))
+        info["latencies"] = latencies(timer, time.perf_counter() - t0)
+        return None, _ignored(info, request)
+
+    # ---- shared ----------------------------------------------------------------------------
+    def _locked(self, fn, *args, timer: Timer | None = None, **kwargs):
+        """`fn(*args, **kwargs)` under the compute lock; the wait is timed as "wait_compute"."""
+        t0 = time.perf_counter()
+        with self.service.compute_lock:
+            if timer is not None:
+                timer.stages["wait_compute"] = timer.stages.get("wait_compute", 0.0) + time.perf_counter() - t0
+            return fn(*args, **kwargs)
+
+    def _refine(self, request: LanguageRequest) -> str:
+        return request.refine or self.settings.text_refine
+
+    def _masks(self, entry: SessionEntry, request: LanguageRequest, timer: Timer) -> dict:
+        with timer.stage("mask"):
+            return self.service.object_masks(entry, request.objects)
+
+    @staticmethod
+    def _session_info(entry: SessionEntry, key: str) -> dict:
+        return {"key": key, "medvl_session": entry.generation, "requests": entry.requests + 1}
+
+    def _report_folder(self, report_id: str) -> Path:
+        with self._report_lock:
+            if self._report_root is None:
+                root = Path(self.settings.report_dir or tempfile.mkdtemp(prefix="medvl-reports-"))
+                root.mkdir(parents=True, exist_ok=True)
+                self._report_root = root
+            return self._report_root / report_id
+
+    def _prune(self) -> None:
+        """Keep the newest `reports_kept` report folders."""
+        with self._report_lock:
+            folders = sorted((p for p in self._report_root.iterdir() if p.is_dir() and _REPORT_ID.match(p.name)),
+                             key=lambda p: p.stat().st_mtime, reverse=True)
+            for old in folders[self.settings.reports_kept:]:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def _ground(text: str):
+    """The grounding of `text`; NotUnderstoodError (HTTP 400, nearest concepts named) if none."""
+    from medvl.language import ground
+
+    return ground(text).require()
+
+
+def _free_obj_id(entry: SessionEntry) -> int:
+    """An object id neither the engine session nor any label of the session uses."""
+    used = set(entry.session.objects) | set(entry.label_ids.values()) | set(entry.objects)
+    return next(oid for oid in range(255, 0, -1) if oid not in used)
+
+
+def _forgetting(entry: SessionEntry, obj_id: int, fn):
+    """`fn`, then forget the scratch object `obj_id` the solvers may have made in the session."""
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if obj_id in entry.session.objects:
+                entry.session.reset(obj_id)
+    return run
+
+
+def _ignored(info: dict, request: LanguageRequest) -> dict:
+    if request.ignored:
+        info["ignored_params"] = list(request.ignored)
+    return info

@@ -1,0 +1,70 @@
+"""`medvl_text`, `medvl_report`, `medvl_vqa`: MONAI Label's view of `medvl.server.language.LanguageService`.
+
+Parameters and answers: `medvl.server.protocol` (module docstring). `medvl_text` answers a
+mask file like `medvl_interactive` (and is what `/batch/infer/medvl_text` runs per image,
+params such as `{"text": "nodule"}`); report and vqa answer JSON only.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
+
+from medvl.server.protocol import EXTENSIONS, RESULT_EXTENSION
+
+
+class _LanguageInferTask(InferTask):
+    def __init__(self, service, type, description, config, labels=None):
+        super().__init__(type=type, labels=labels or {}, dimension=3, description=description, config=config)
+        self.service = service  # medvl.server.language.LanguageService
+
+    def is_valid(self) -> bool:
+        return True
+
+    @staticmethod
+    def _session_name(request) -> str | None:
+        return (request.get("session") or {}).get("name")
+
+
+class TextInferTask(_LanguageInferTask):
+    def __init__(self, service, labels):
+        super().__init__(service, InferType.SEGMENTATION,
+                         "Free text (e.g. 'the nodule in the right lung', 'lungs', 'bone') -> 3D mask (medvl)",
+                         {"text": "", "refine": service.settings.text_refine, "result_extension": ".nrrd"},
+                         labels={name: n for n, name in enumerate(labels, start=1)})
+
+    def __call__(self, request):
+        ext = str(request.get(RESULT_EXTENSION) or ".nrrd")
+        fd, out_path = tempfile.mkstemp(suffix=ext if ext in EXTENSIONS else ".nrrd", prefix="medvl-text-")
+        os.close(fd)
+        try:
+            path, info = self.service.text(request, request["image"], request["image_id"], out_path,
+                                           monai_session_id=self._session_name(request))
+        except BaseException:
+            os.unlink(out_path)
+            raise
+        if path is None:
+            os.unlink(out_path)
+        return path, info
+
+
+class ReportInferTask(_LanguageInferTask):
+    def __init__(self, service):
+        super().__init__(service, InferType.OTHERS,
+                         "Structured report (facts, impression, narrative, overview image) of the session's "
+                         "objects and text prompts (medvl)", {"text": "", "narrator": "deterministic"})
+
+    def __call__(self, request):
+        return self.service.report(request, request["image"], request["image_id"], self._session_name(request))
+
+
+class VqaInferTask(_LanguageInferTask):
+    def __init__(self, service):
+        super().__init__(service, InferType.OTHERS,
+                         "Question about the image and its findings -> answer from measured facts (medvl)",
+                         {"question": ""})
+
+    def __call__(self, request):
+        return self.service.vqa(request, request["image"], request["image_id"], self._session_name(request))
