@@ -95,3 +95,8 @@ def test_no_prompt(small_image, tmp_path):
 def test_unknown_axis(small_image, tmp_path):
     code, _, err = run_cli("segment", small_image, "--out", tmp_path / "m.nii.gz", "--point", "1,1,1", "--axis", "z")
     assert_one_line_error(code, err, "'z'")
+
+
+def test_unwritable_output_is_refused_before_any_work(small_image, tmp_path):
+    code, _, err = run_cli("segment", small_image, "--out", tmp_path / "mask.png", "--point", "1,1,1")
+    assert_one_line_error(code, err, "mask.png", "cannot write")

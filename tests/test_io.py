@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from medvl import io as medvl_io
-from medvl.errors import GeometryError, ImageReadError
+from medvl.errors import GeometryError, ImageReadError, ImageWriteError
 from medvl.geometry import Geometry
 from medvl.io import read_mask, read_volume, write_mask, write_volume
 
@@ -37,7 +37,7 @@ def test_two_file_formats_read(tmp_path, synthetic_volume, ext):
     back = read_volume(tmp_path / f"scan{ext}")
     np.testing.assert_array_equal(back.array, volume.array)
     assert back.geometry.same_as(OBLIQUE, tol=1e-9) and back.modality == "MR"
-    with pytest.raises(ValueError, match="cannot write"):
+    with pytest.raises(ImageWriteError, match="cannot write"):
         write_volume(tmp_path / f"again{ext}", volume)
 
 
@@ -123,7 +123,7 @@ def test_write_mask_failure_keeps_old_file(tmp_path, synthetic_volume, monkeypat
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(medvl_io.sitk, "WriteImage", broken_write)
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(ImageWriteError, match="disk full"):
         write_mask(path, volume.meta["truth"], like=volume)
     assert os.listdir(tmp_path) == ["mask.nrrd"] and path.read_bytes() == b"old contents"
 
@@ -132,7 +132,7 @@ def test_mask_mismatches(tmp_path, synthetic_volume):
     volume = synthetic_volume(shape_kji=(12, 20, 16))
     with pytest.raises(GeometryError, match=r"\(12, 20, 15\).*\(12, 20, 16\)"):
         write_mask(tmp_path / "m.nii.gz", np.zeros((12, 20, 15), np.uint8), like=volume)
-    with pytest.raises(ValueError, match="0..255"):
+    with pytest.raises(ImageWriteError, match="0..255"):
         write_mask(tmp_path / "m.nii.gz", np.full((12, 20, 16), 300), like=volume)
     write_mask(tmp_path / "m.nii.gz", np.zeros((12, 20, 16), np.uint8), like=volume)
     shifted = Geometry((5.0, 0.0, 0.0), volume.geometry.spacing, volume.geometry.direction)

@@ -86,13 +86,14 @@ def engine_options(args) -> dict:
 
 
 def cmd_segment(args) -> int:
-    from medvl.io import read_volume, write_mask
+    from medvl.io import check_writable, read_volume, write_mask
     from medvl.session import VolumeSession
 
     if not args.point and not args.box and not getattr(args, "text", None):
         raise UsageError("segment needs at least one --point, --box or --text")
     points = [parse_point(p) for p in args.point]
     boxes = [parse_box(b) for b in args.box]
+    check_writable(args.out)  # before any model work
     t0 = time.perf_counter()
     volume = read_volume(args.image)
     t_read = time.perf_counter()

@@ -13,6 +13,10 @@ class ImageReadError(MedVLError):
     """A file or folder could not be read as a 3D image (missing, corrupt, 2D, 4D, ...)."""
 
 
+class ImageWriteError(MedVLError):
+    """A mask or image could not be written (unsupported extension, unwritable folder)."""
+
+
 class GeometryError(MedVLError):
     """Two geometries disagree, or a geometry is degenerate (zero spacing, singular direction)."""
 

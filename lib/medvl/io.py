@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from medvl.errors import GeometryError, ImageReadError
+from medvl.errors import GeometryError, ImageReadError, ImageWriteError
 from medvl.geometry import Geometry
 from medvl.volume import Volume
 
@@ -186,16 +186,24 @@ def _check_like(what: str, shape, geometry: Geometry, like: Volume | Geometry) -
         raise GeometryError(f"{what} geometry differs from the image: {geometry.describe_difference(like_geometry)}")
 
 
-def _write_atomic(image: sitk.Image, path) -> Path:
+def check_writable(path) -> Path:
+    """Raise ImageWriteError unless `path` has an extension we write (checked before any work)."""
     path = Path(path)
+    if _extension(path) not in _WRITABLE:
+        raise ImageWriteError(f"cannot write {path}: use one of {', '.join(_WRITABLE)}")
+    return path
+
+
+def _write_atomic(image: sitk.Image, path) -> Path:
+    path = check_writable(path)
     ext = _extension(path)
-    if ext not in _WRITABLE:
-        raise ValueError(f"cannot write {path}: use one of {', '.join(_WRITABLE)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{_stem(path)}.tmp-{uuid.uuid4().hex[:8]}{ext}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         sitk.WriteImage(image, str(tmp), useCompression=ext != ".nii")
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        raise ImageWriteError(f"cannot write {path}: {str(exc).strip().splitlines()[-1][:200]}") from exc
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -214,7 +222,7 @@ def write_mask(path, mask: np.ndarray, like: Volume | Geometry) -> Path:
         raise GeometryError(f"mask must be 3D numpy (k, j, i), got shape {mask.shape}")
     problem = _label_problem(mask)
     if problem:
-        raise ValueError(f"mask has {problem}; give bool or integers 0..255")
+        raise ImageWriteError(f"mask has {problem}; give bool or integers 0..255")
     geometry = like.geometry if isinstance(like, Volume) else like
     _check_like("mask", mask.shape, geometry, like)
     image = sitk.GetImageFromArray(mask.astype(np.uint8))
