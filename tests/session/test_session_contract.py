@@ -158,3 +158,6 @@ def test_bad_prompts_raise_named_errors(make_session):
         s.add_point((20, 20, 4), axis="j")
     with pytest.raises(SessionError, match="unknown obj_id 9"):
         s.undo(9)
+    with pytest.raises(PromptError, match="background"):
+        s.add_point((20, 20, 4), positive=False, obj_id=3)  # refused first prompt of a new object
+    assert s.objects == [1]

@@ -108,6 +108,8 @@ class VolumeSession:
             result = self.engine.segment_slice(obj.engine_state, index, prompt, obj_id=obj_id)
         except Exception:
             obj.restore(snap)  # a refused prompt leaves the object as it was
+            if not obj.prompts and not obj.history:
+                del self._objects[obj_id]  # ... or not there at all, if it was its first prompt
             raise
         obj.history.append(snap)
         obj.seeds[index] = result.mask
