@@ -30,17 +30,26 @@ class InteractiveInferTask(InferTask):
         return True
 
     def __call__(self, request):
-        ext = str(request.get(RESULT_EXTENSION) or ".nrrd")
-        ext = ext if ext in EXTENSIONS else ".nrrd"  # a bad value is reported by the protocol parser
-        fd, out_path = tempfile.mkstemp(suffix=ext, prefix="medvl-")
-        os.close(fd)
         session = request.get("session") or {}
-        try:
-            path, info = self.service.run(request, request["image"], request["image_id"], out_path,
-                                          monai_session_id=session.get("name"))
-        except BaseException:
-            os.unlink(out_path)
-            raise
-        if path is None:
-            os.unlink(out_path)
-        return path, info
+        return run_to_file(request, "medvl-", lambda out: self.service.run(
+            request, request["image"], request["image_id"], out, monai_session_id=session.get("name")))
+
+
+def run_to_file(request, prefix: str, run):
+    """Call `run(out_path)` with a fresh temp file of the requested result extension.
+
+    `run` returns `(path or None, info)`; the temp file is removed when it fails or
+    answers without a file, and otherwise handed to MONAI Label (which deletes it).
+    """
+    ext = str(request.get(RESULT_EXTENSION) or ".nrrd")
+    ext = ext if ext in EXTENSIONS else ".nrrd"  # a bad value is reported by the protocol parser
+    fd, out_path = tempfile.mkstemp(suffix=ext, prefix=prefix)
+    os.close(fd)
+    try:
+        path, info = run(out_path)
+    except BaseException:
+        os.unlink(out_path)
+        raise
+    if path is None:
+        os.unlink(out_path)
+    return path, info

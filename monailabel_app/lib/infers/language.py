@@ -7,12 +7,8 @@ params such as `{"text": "nodule"}`); report and vqa answer JSON only.
 
 from __future__ import annotations
 
-import os
-import tempfile
-
+from lib.infers.interactive import run_to_file
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
-
-from medvl.server.protocol import EXTENSIONS, RESULT_EXTENSION
 
 
 class _LanguageInferTask(InferTask):
@@ -36,18 +32,8 @@ class TextInferTask(_LanguageInferTask):
                          labels={name: n for n, name in enumerate(labels, start=1)})
 
     def __call__(self, request):
-        ext = str(request.get(RESULT_EXTENSION) or ".nrrd")
-        fd, out_path = tempfile.mkstemp(suffix=ext if ext in EXTENSIONS else ".nrrd", prefix="medvl-text-")
-        os.close(fd)
-        try:
-            path, info = self.service.text(request, request["image"], request["image_id"], out_path,
-                                           monai_session_id=self._session_name(request))
-        except BaseException:
-            os.unlink(out_path)
-            raise
-        if path is None:
-            os.unlink(out_path)
-        return path, info
+        return run_to_file(request, "medvl-text-", lambda out: self.service.text(
+            request, request["image"], request["image_id"], out, monai_session_id=self._session_name(request)))
 
 
 class ReportInferTask(_LanguageInferTask):
