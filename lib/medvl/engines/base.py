@@ -28,7 +28,6 @@ import numpy as np
 
 from medvl.volume import Volume
 
-AXES = ("i", "j", "k")  # ITK axis names; numpy axis of each is 2 - AXES.index(name)
 
 
 @dataclass
