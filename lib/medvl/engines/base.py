@@ -29,7 +29,6 @@ import numpy as np
 from medvl.volume import Volume
 
 
-
 @dataclass
 class SlicePrompt:
     """Every prompt of one object on one slice, in that slice's 2D voxel grid."""
