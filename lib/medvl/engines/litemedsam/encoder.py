@@ -89,39 +89,6 @@ def linear_gelu(fc: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return F.gelu(fc(x))
 
 
-BAND_ROWS = 16  # output rows per band on the fused path: an expanded band stays in cache
-
-
-def _banded(conv1: nn.Module, x: torch.Tensor) -> bool:
-    return getattr(conv1, "fused_gelu", False) and x.shape[2] > 2 * BAND_ROWS
-
-
-def expand_dw_project_banded(x, conv1, dw, conv3, residual: bool, rows: int = BAND_ROWS) -> torch.Tensor:
-    """conv3(GELU(dw(GELU(conv1(x))))) [+ x, then GELU] computed in horizontal bands.
-
-    `dw` is the 3x3 depthwise conv (padding 1, stride 1 or 2). Each band reads the input
-    rows its outputs need (a one-row halo, zero rows only at the image border), so the
-    expanded activation of a band stays in cache instead of a full-image round trip to
-    memory (stage 0 of LiteMedSAM works at 256x256 with up to 256 channels).
-    """
-    h, s = x.shape[2], dw.stride[0]
-    h_out = (h - 1) // s + 1
-    out = None
-    for o0 in range(0, h_out, rows):
-        o1 = min(h_out, o0 + rows)
-        i0, i1 = o0 * s - 1, (o1 - 1) * s + 2  # input rows [i0, i1) feed output rows [o0, o1)
-        y = conv_gelu(conv1, x[:, :, max(0, i0):min(h, i1)])
-        y = F.pad(y, (0, 0, max(0, -i0), max(0, i1 - h)))
-        y = torch.ops.mkldnn._convolution_pointwise(
-            y.contiguous(memory_format=torch.channels_last), dw.weight, dw.bias, [0, 1], dw.stride,
-            dw.dilation, dw.groups, "gelu", [], "none")
-        z = conv_gelu(conv3, y, residual=x[:, :, o0:o1]) if residual else conv3(y)
-        if out is None:
-            out = z.new_empty((z.shape[0], z.shape[1], h_out, z.shape[3])).contiguous(memory_format=torch.channels_last)
-        out[:, :, o0:o1] = z
-    return out
-
-
 class PatchEmbed(nn.Module):
     """Two 1x1 conv-BN layers, no downsampling (LiteMedSAM's change to TinyViT)."""
 
@@ -131,6 +98,9 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x):
         return self.seq[2](conv_gelu(self.seq[0], x))
+
+
+BAND_ROWS = 16  # rows per band of the fused stage-0 path: an expanded band stays in cache
 
 
 class MBConv(nn.Module):
@@ -144,10 +114,26 @@ class MBConv(nn.Module):
         self.conv3 = ConvBN(hidden, dim)
 
     def forward(self, x):
-        if _banded(self.conv1, x):
-            return expand_dw_project_banded(x, self.conv1, self.conv2, self.conv3, residual=True)
+        if getattr(self.conv1, "fused_gelu", False) and x.shape[2] > 2 * BAND_ROWS:
+            return self._forward_banded(x)
         y = conv_gelu(self.conv2, conv_gelu(self.conv1, x))
         return conv_gelu(self.conv3, y, residual=x)
+
+    def _forward_banded(self, x):
+        """The same block in horizontal bands of BAND_ROWS rows, each reading a one-row halo
+        for the 3x3 depthwise conv (zero rows only at the image border), so the 4x-expanded
+        activation of a band stays in cache instead of a 64 MiB round trip to memory."""
+        h, dw = x.shape[2], self.conv2
+        out = torch.empty_like(x)
+        for r0 in range(0, h, BAND_ROWS):
+            r1 = min(h, r0 + BAND_ROWS)
+            y = conv_gelu(self.conv1, x[:, :, max(0, r0 - 1):min(h, r1 + 1)])
+            y = F.pad(y, (0, 0, int(r0 == 0), int(r1 == h)))
+            y = torch.ops.mkldnn._convolution_pointwise(
+                y.contiguous(memory_format=torch.channels_last), dw.weight, dw.bias, [0, 1], dw.stride,
+                dw.dilation, dw.groups, "gelu", [], "none")
+            out[:, :, r0:r1] = conv_gelu(self.conv3, y, residual=x[:, :, r0:r1])
+        return out
 
 
 class PatchMerging(nn.Module):
