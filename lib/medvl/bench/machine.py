@@ -6,7 +6,7 @@ import resource
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 
 def matmul_gflops(n: int = 4096, repeats: int = 3) -> float:
@@ -21,9 +21,20 @@ def matmul_gflops(n: int = 4096, repeats: int = 3) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def flop_counter() -> FlopCounterMode:
+    """torch's FlopCounterMode, also counting the CPU flash-attention kernel SDPA runs on here
+    (torch counts only its CUDA attention kernels: SAM 2's attention would count as 0)."""
+    cpu_attention = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
+    return FlopCounterMode(display=False, custom_mapping=cpu_attention)
+
+
 def count_flops(fn, *args) -> int:
-    """FLOPs of one call (matmuls and convolutions, as torch's FlopCounterMode counts them)."""
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+    """FLOPs of one call (matmuls, convolutions and attention, as `flop_counter` counts them)."""
+    with torch.inference_mode(), flop_counter() as counter:
         fn(*args)
     return int(counter.get_total_flops())
 

@@ -57,12 +57,35 @@ def _reset_peak() -> None:
 
 
 # -- the two sides -------------------------------------------------------------------------------
+def _ours_first_click(engine, task: dict, out: Path):
+    """Read the file, click, propagate both ways, write the label; the session for the correction."""
+    from medvl.io import read_volume, write_mask
+    from medvl.session import VolumeSession
+
+    volume = read_volume(task["image"])
+    session = VolumeSession(engine=engine)
+    session.set_volume(volume)
+    session.add_point(tuple(task["click"]), positive=True, obj_id=1, axis="k")
+    filled = session.run_propagation(obj_id=1)
+    write_mask(out, session.labels(), like=volume)
+    return session, volume, filled
+
+
+def _ours_correction(session, volume, task: dict, out: Path) -> int:
+    """The background correction click, re-propagation, the label written again."""
+    from medvl.io import write_mask
+
+    session.add_point(tuple(task["correction"]), positive=False, obj_id=1, axis="k")
+    filled = session.run_propagation(obj_id=1)
+    write_mask(out, session.labels(), like=volume)
+    return filled
+
+
 def _side_ours(task: dict) -> dict:
     import torch
 
+    from medvl.bench.machine import flop_counter
     from medvl.engines.sam2 import build_sam2_engine
-    from medvl.io import read_volume, write_mask
-    from medvl.session import VolumeSession
 
     engine = build_sam2_engine(checkpoint=task["checkpoint"], image_size=task["image_size"], stop_at_empty=False,
                                threads=task.get("threads"))
@@ -70,26 +93,26 @@ def _side_ours(task: dict) -> dict:
     _reset_peak()
     out = Path(task["work"]) / "ours_label.nii.gz"
     t0 = time.perf_counter()
-    volume = read_volume(task["image"])
-    session = VolumeSession(engine=engine)
-    session.set_volume(volume)
-    session.add_point(tuple(task["click"]), positive=True, obj_id=1, axis="k")
-    filled_first = session.run_propagation(obj_id=1)
-    write_mask(out, session.labels(), like=volume)
+    session, volume, filled_first = _ours_first_click(engine, task, out)
     first_s = time.perf_counter() - t0
     stats_first = session.stats()
     t1 = time.perf_counter()
-    session.add_point(tuple(task["correction"]), positive=False, obj_id=1, axis="k")
-    filled_second = session.run_propagation(obj_id=1)
-    write_mask(out, session.labels(), like=volume)
+    filled_second = _ours_correction(session, volume, task, out)
     correction_s = time.perf_counter() - t1
     stats = session.stats()
-    return {"first_click_s": first_s, "correction_s": correction_s, "threads": torch.get_num_threads(),
-            "slices_filled_first": filled_first + 1, "slices_filled_correction": filled_second + 2,
-            "encoder_passes_first": stats_first["encoder_passes"],
-            "encoder_passes_correction": stats["encoder_passes"] - stats_first["encoder_passes"],
-            "track_steps_correction": stats["track_steps"] - stats_first["track_steps"],
-            "rss_loaded_mb": loaded, "peak_rss_mb": _rss_mb("VmHWM"), "feature_cache_mb": stats["cache_bytes"] / 2**20}
+    result = {"first_click_s": first_s, "correction_s": correction_s, "threads": torch.get_num_threads(),
+              "slices_filled_first": filled_first + 1, "slices_filled_correction": filled_second + 2,
+              "encoder_passes_first": stats_first["encoder_passes"],
+              "encoder_passes_correction": stats["encoder_passes"] - stats_first["encoder_passes"],
+              "track_steps_correction": stats["track_steps"] - stats_first["track_steps"],
+              "rss_loaded_mb": loaded, "peak_rss_mb": _rss_mb("VmHWM"),
+              "feature_cache_mb": stats["cache_bytes"] / 2**20}
+    # the same clicks again in a fresh session, untimed, to count the correction's FLOPs
+    session, volume, _ = _ours_first_click(engine, task, out)
+    with torch.inference_mode(), flop_counter() as counter:
+        _ours_correction(session, volume, task, out)
+    result["correction_gflop"] = counter.get_total_flops() / 1e9
+    return result
 
 
 def _install_stand_ins() -> None:
@@ -112,6 +135,8 @@ def _side_monailabel(task: dict) -> dict:
     import torch
     from monailabel.sam2.infer import Sam2InferTask
     from sam2.build_sam import build_sam2_video_predictor
+
+    from medvl.bench.machine import flop_counter
 
     if task.get("threads"):
         torch.set_num_threads(task["threads"])
@@ -143,10 +168,16 @@ def _side_monailabel(task: dict) -> dict:
     t1 = time.perf_counter()
     infer(dict(request, foreground=[list(click)], background=[list(fix)]))  # the client sends every click
     correction_s = time.perf_counter() - t1
-    return {"first_click_s": first_s, "correction_s": correction_s, "threads": torch.get_num_threads(),
-            "slices_filled_first": first["frames"], "slices_filled_correction": counts["frames"] - first["frames"],
-            "encoder_passes_first": first["encoder"], "encoder_passes_correction": counts["encoder"] - first["encoder"],
-            "rss_loaded_mb": loaded, "peak_rss_mb": _rss_mb("VmHWM")}
+    result = {"first_click_s": first_s, "correction_s": correction_s, "threads": torch.get_num_threads(),
+              "slices_filled_first": first["frames"], "slices_filled_correction": counts["frames"] - first["frames"],
+              "encoder_passes_first": first["encoder"],
+              "encoder_passes_correction": counts["encoder"] - first["encoder"],
+              "rss_loaded_mb": loaded, "peak_rss_mb": _rss_mb("VmHWM")}
+    # the correction request again, untimed, to count its FLOPs (each request recomputes everything)
+    with torch.inference_mode(), flop_counter() as counter:
+        infer(dict(request, foreground=[list(click)], background=[list(fix)]))
+    result["correction_gflop"] = counter.get_total_flops() / 1e9
+    return result
 
 
 # -- orchestration ----------------------------------------------------------------------------------
@@ -208,12 +239,34 @@ def _ratio(a: float, b: float) -> float:
     return round(a / b, 3) if b else float("nan")
 
 
+def _add_roofline(entry: dict, peak: float) -> None:
+    """Achieved GFLOPS per side, and the correction speed-up ours would reach at the matmul peak.
+
+    The bound: MONAI's measured seconds over the time our counted correction FLOPs take at
+    the machine's fp32 matmul peak with zero overhead. Below the goal, no tuning of our
+    kernels reaches it on this machine: only doing less work would.
+    """
+    for side in ("ours", "monailabel"):
+        if side in entry:
+            entry[side]["correction_gflops_achieved"] = round(entry[side]["correction_gflop"] /
+                                                              entry[side]["correction_s"], 1)
+            entry[side]["correction_share_of_peak"] = round(entry[side]["correction_gflops_achieved"] / peak, 3)
+    if "ratios" in entry:
+        floor_s = entry["ours"]["correction_gflop"] / peak
+        entry["ratios"]["correction_speedup_bound_at_peak"] = _ratio(entry["monailabel"]["correction_s"], floor_s)
+
+
 def run(json_out: str | None = None, compare_monailabel: bool = True, shape=(64, 512, 512), image_size: int = 512,
         config: str = "sam2.1_hiera_t", scenarios=("mid", "edge"), seed: int = 0, threads: int | None = None,
         timeout_s: int = 3600) -> dict:
     """Run the benchmark; print and return the JSON report (also written to `json_out`)."""
     import torch
 
+    from medvl.bench.machine import matmul_gflops
+
+    if threads:
+        torch.set_num_threads(threads)
+    peaks = [matmul_gflops()]
     report: dict = {"volume_kji": list(shape), "image_size": image_size, "config": config,
                     "weights": f"random (seed {seed}), identical on both sides", "torch": torch.__version__,
                     "cpu_threads": threads or torch.get_num_threads(), "load_avg_start": os.getloadavg(),
@@ -237,9 +290,14 @@ def run(json_out: str | None = None, compare_monailabel: bool = True, shape=(64,
                     "peak_rss_ours_over_theirs": _ratio(ours["peak_rss_mb"], theirs["peak_rss_mb"]),
                     "work_rss_ours_over_theirs": _ratio(ours["peak_rss_mb"] - ours["rss_loaded_mb"],
                                                         theirs["peak_rss_mb"] - theirs["rss_loaded_mb"]),
+                    "correction_work_theirs_over_ours": _ratio(theirs["correction_gflop"], ours["correction_gflop"]),
                 }
             report["scenarios"][scenario] = entry
+    peaks.append(matmul_gflops())
+    report["matmul_peak_gflops_fp32"] = peak = max(peaks)  # the higher of the two, bracketing the runs
     report["load_avg_end"] = os.getloadavg()
+    for entry in report["scenarios"].values():
+        _add_roofline(entry, peak)
     text = json.dumps(report, indent=2)
     print(text)
     if json_out:
