@@ -105,6 +105,8 @@ def _side_ours(task: dict) -> dict:
               "encoder_passes_first": stats_first["encoder_passes"],
               "encoder_passes_correction": stats["encoder_passes"] - stats_first["encoder_passes"],
               "track_steps_correction": stats["track_steps"] - stats_first["track_steps"],
+              "track_seconds_correction": stats["track_seconds"] - stats_first["track_seconds"],
+              "decoder_seconds_correction": stats["decoder_seconds"] - stats_first["decoder_seconds"],
               "rss_loaded_mb": loaded, "peak_rss_mb": _rss_mb("VmHWM"),
               "feature_cache_mb": stats["cache_bytes"] / 2**20}
     # the same clicks again in a fresh session, untimed, to count the correction's FLOPs
