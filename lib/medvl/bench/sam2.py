@@ -186,8 +186,6 @@ def _side_monailabel(task: dict) -> dict:
 def _prepare(work: Path, shape, image_size: int, config: str, seed: int) -> dict:
     """The shared inputs: volume file, random-weight checkpoint, MONAI's config copy."""
     import numpy as np
-    import torch
-    from omegaconf import OmegaConf
 
     from medvl.engines.sam2 import model as sam2_model
     from medvl.geometry import Geometry
@@ -202,18 +200,12 @@ def _prepare(work: Path, shape, image_size: int, config: str, seed: int) -> dict
     image = work / "volume.nii.gz"
     write_volume(image, Volume(np.round(array).astype(np.int16), Geometry(spacing=(0.7, 0.7, 2.5)), "CT", "bench"))
 
-    model = sam2_model.build_model(sam2_model.ModelSpec(config, None, image_size), seed=seed)
     checkpoint = work / f"{config}.pt"  # named as the preset, so our side finds the config from the name
-    torch.save({"model": model.state_dict()}, checkpoint)
+    sam2_model.write_random_checkpoint(checkpoint, config, image_size, seed)
     monai_dir = work / "monai_model"
     monai_dir.mkdir()
     (monai_dir / checkpoint.name).symlink_to(checkpoint)
-    cfg = OmegaConf.create(sam2_model._resources_text(config))
-    cfg.model.image_size = image_size
-    for attn in ("self_attention", "cross_attention"):
-        cfg.model.memory_attention.layer[attn].feat_sizes = [image_size // 16, image_size // 16]
-    monai_config = monai_dir / f"{config}_{image_size}.yaml"
-    OmegaConf.save(cfg, monai_config)
+    monai_config = sam2_model.write_config_yaml(monai_dir / f"{config}_{image_size}.yaml", config, image_size)
     return {"image": str(image), "checkpoint": str(checkpoint), "monai_checkpoint": str(monai_dir / checkpoint.name),
             "monai_config": str(monai_config), "image_size": image_size, "work": str(work)}
 

@@ -72,7 +72,7 @@ class InteractiveService:
             if self._engine is None:
                 from medvl.engines import get_engine
 
-                options = {"checkpoint": self.settings.checkpoint or None}
+                options = {"checkpoint": self.settings.checkpoint or None, **self.settings.engine_options()}
                 if self.settings.threads:
                     options["threads"] = self.settings.threads
                 self._engine = get_engine(self.settings.engine, **options)
@@ -118,6 +118,8 @@ class InteractiveService:
                         geometry = results.crop_geometry(geometry, offset)
                         info["crop"] = {"offset_ijk": list(offset), "size_ijk": results.size_ijk(labels)}
             info["label_names"] = self._label_names(entry, info["obj_id"], request)
+            engine = self.engine()
+            info["engine"] = {"name": engine.name, "model": getattr(engine, "label", engine.name)}
             info["session"] = {"key": key, "medvl_session": entry.generation, "requests": entry.requests + 1}
         path = None
         with timer.stage("write"):

@@ -1,8 +1,11 @@
 """`ServerSettings`: the server's typed configuration, parsed once from `--conf KEY VALUE`.
 
 MONAI Label hands the app its `--conf` pairs as a flat `{str: str}` dict; `from_conf`
-turns them into typed fields here and nowhere else. Keys this app does not know are
-logged and ignored, because MONAI Label itself passes some (e.g. `server_mode`).
+turns them into typed fields here and nowhere else. Pairs named after the chosen engine
+(`sam2_config`, `sam2_image_size`, ...) are that engine's own; they are kept in
+`engine_conf` and checked here by the engine's parser (`medvl.engines`). Other keys this
+app does not know are logged and ignored, because MONAI Label itself passes some (e.g.
+`server_mode`).
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, fields
 
-from medvl.errors import MedVLError
+from medvl.engines import ENGINES, engine_options_from_conf
+from medvl.errors import EngineError, MedVLError
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +37,11 @@ class ServerSettings:
     text_refine: str = "auto"  # language tasks' nodule refinement when a request names none: hu / engine / auto
     report_dir: str = ""  # where medvl_report writes report.json/.md/overview.png; "" = a temporary folder
     reports_kept: int = 64  # newest reports kept in report_dir (older ones deleted)
+    engine_conf: tuple[tuple[str, str], ...] = ()  # the engine's own --conf pairs ("<engine>_...", e.g. sam2_config)
 
     def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine {self.engine!r} is not one of {', '.join(sorted(ENGINES))}")
         if self.default_axis not in AXES:
             raise ConfigError(f"default_axis {self.default_axis!r} is not one of i, j, k")
         if self.cache_mb <= 0:
@@ -48,6 +55,13 @@ class ServerSettings:
         if not self.labels or any(not name for name in self.labels):
             raise ConfigError(f"labels must be a comma-separated list of names, got {self.labels!r}")
 
+    def engine_options(self) -> dict:
+        """Options for `medvl.engines.get_engine(self.engine, ...)` from `engine_conf`."""
+        try:
+            return engine_options_from_conf(self.engine, dict(self.engine_conf))
+        except EngineError as exc:
+            raise ConfigError(str(exc)) from None
+
     @property
     def cache_bytes(self) -> int:
         return int(self.cache_mb) * 1024 * 1024
@@ -59,14 +73,17 @@ class ServerSettings:
     @classmethod
     def from_conf(cls, conf: dict | None) -> "ServerSettings":
         """Typed settings from MONAI Label's `--conf` dict (all values strings)."""
-        values = {}
-        for key, raw in (conf or {}).items():
-            if key not in cls.keys():
+        conf = conf or {}
+        values = {key: _parse(key, raw) for key, raw in conf.items() if key in cls.keys() and key != "engine_conf"}
+        own = f"{values.get('engine', cls.engine)}_"
+        for key in conf:
+            if key not in values and not key.startswith(own):
                 logger.info("--conf %s is not a MedVL setting (known: %s); left to MONAI Label", key,
                             ", ".join(cls.keys()))
-                continue
-            values[key] = _parse(key, raw)
-        return cls(**values)
+        values["engine_conf"] = tuple(sorted((k, str(v)) for k, v in conf.items() if k.startswith(own)))
+        settings = cls(**values)
+        settings.engine_options()  # a bad engine key fails the start, named
+        return settings
 
 
 def _parse(key: str, raw):

@@ -21,7 +21,8 @@ class InteractiveInferTask(InferTask):
             type=InferType.DEEPGROW,
             labels={name: n for n, name in enumerate(labels, start=1)},
             dimension=3,
-            description="Points, boxes or an ROI on any slice -> 3D mask by slice propagation (medvl)",
+            description=f"Points, boxes or an ROI on any slice -> 3D mask by slice propagation "
+                        f"(medvl, engine {service.settings.engine})",
             config={"result_extension": ".nrrd", "crop": False, "roi_mode": "center", "output_labels": "object"},
         )
         self.service = service

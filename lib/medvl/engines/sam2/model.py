@@ -218,6 +218,29 @@ def build_model(spec: ModelSpec, seed: int = 0) -> torch.nn.Module:
     return model.to(spec.device).eval()
 
 
+def write_random_checkpoint(path: Path, config: str, image_size: int, seed: int = 0) -> Path:
+    """TESTS AND BENCHMARKS ONLY: the random weights `build_model` gives `config` (a preset or
+    RANDOM_TINY), saved as a SAM 2-style .pt ({"model": state_dict}) at `path`."""
+    model = build_model(ModelSpec(config, None, image_size), seed=seed)
+    torch.save({"model": model.state_dict()}, path)
+    return Path(path)
+
+
+def write_config_yaml(path: Path, config: str, image_size: int) -> Path:
+    """`config` (a preset or RANDOM_TINY) as a package-style .yaml (`model:` at the top) for
+    `image_size`, as `--sam2-config FILE.yaml` and the stock `build_sam2*` functions read it."""
+    from omegaconf import OmegaConf
+
+    model = _tiny_dict() if config == RANDOM_TINY else _model_dict(config)
+    model["image_size"] = image_size
+    layer = model.get("memory_attention", {}).get("layer", {})
+    for attn in ("self_attention", "cross_attention"):
+        if "feat_sizes" in layer.get(attn, {}):
+            layer[attn]["feat_sizes"] = [image_size // 16, image_size // 16]
+    OmegaConf.save(OmegaConf.create({"model": model}), path)
+    return Path(path)
+
+
 def _materialize(model: torch.nn.Module, grid: int) -> None:
     """After building on the meta device and loading weights, recompute what __init__ computed."""
     for module in model.modules():
