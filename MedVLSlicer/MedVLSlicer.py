@@ -256,8 +256,10 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._status(_("{name}: {voxels} voxels, slices {range}, {ml} mL ({action})").format(
             name=obj.name, voxels=obj.voxels, range=answer.get("slice_range"), ml=answer.get("volume_ml"),
             action=answer.get("action", "")))
-        self.ui.latencyLabel.setText(_("server {total:.2f} s (engine {infer:.2f} s) · round trip {rt:.2f} s").format(
-            total=lat.get("total") or 0.0, infer=lat.get("infer") or 0.0, rt=lat.get("round_trip") or 0.0))
+        engine = (answer.get("engine") or {}).get("name") or "engine"
+        self.ui.latencyLabel.setText(_("server {total:.2f} s ({engine} {infer:.2f} s) · round trip {rt:.2f} s").format(
+            total=lat.get("total") or 0.0, engine=engine, infer=lat.get("infer") or 0.0, rt=lat.get("round_trip") or 0.0))
+        self.ui.latencyLabel.toolTip = (answer.get("engine") or {}).get("model", "")
 
     # --- buttons ---------------------------------------------------------------------------------
     def onConnect(self) -> None:
