@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--conf", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
-                        help=f"server setting, repeatable; keys: {', '.join(ServerSettings.keys())}")
+                        help=f"server setting, repeatable; keys: {', '.join(ServerSettings.keys())}, "
+                             "and the engine's own (sam2_checkpoint, sam2_config, ...: docs/sam2.md)")
     parser.add_argument("--app", default=str(APP_DIR), help=argparse.SUPPRESS)
 
 

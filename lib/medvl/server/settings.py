@@ -68,13 +68,14 @@ class ServerSettings:
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
+        """The `--conf` keys (engine_conf is filled from the engine's own "<engine>_..." keys)."""
+        return tuple(f.name for f in fields(cls) if f.name != "engine_conf")
 
     @classmethod
     def from_conf(cls, conf: dict | None) -> "ServerSettings":
         """Typed settings from MONAI Label's `--conf` dict (all values strings)."""
         conf = conf or {}
-        values = {key: _parse(key, raw) for key, raw in conf.items() if key in cls.keys() and key != "engine_conf"}
+        values = {key: _parse(key, raw) for key, raw in conf.items() if key in cls.keys()}
         own = f"{values.get('engine', cls.engine)}_"
         for key in conf:
             if key not in values and not key.startswith(own):
