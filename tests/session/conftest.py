@@ -1,11 +1,12 @@
 """Fixtures for the session contract tests, shared by every engine.
 
 `ENGINES` lists each engine under test with the traits in which engines legitimately
-differ. The mechanics (test_session_mechanics.py) run on `MECHANICS_ENGINES`, weights
-that exist on every machine: an engine whose checkpoint cannot exist here runs them
-with a tiny random-weight config, named so ("sam2-random-tiny"). The quality half
-(test_session_quality.py) runs on `QUALITY_ENGINES`, the trained ones; one whose
-checkpoint is not configured is skipped, visibly, with the reason.
+differ. The mechanics (test_session_mechanics.py) run on `MECHANICS_ENGINES`, every
+engine: one whose checkpoint cannot exist here runs them with a tiny random-weight
+config, named so ("sam2-random-tiny"), and with its real checkpoint where one is
+configured. The quality half (test_session_quality.py) runs on `QUALITY_ENGINES`, the
+trained ones. An engine whose checkpoint is not configured is skipped, visibly, with
+the reason.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ ENGINES = {
     "sam2": EngineCase(lambda **kw: get_engine("sam2", **kw), trained=True, stops_at_object_end=True,
                        refuses_background_only=False, missing=_sam2_checkpoint_missing),
 }
-MECHANICS_ENGINES = ("litemedsam", "sam2-random-tiny")  # weights that exist on every machine
+MECHANICS_ENGINES = ("litemedsam", "sam2-random-tiny", "sam2")  # sam2: real checkpoint, where configured
 QUALITY_ENGINES = tuple(name for name, case in ENGINES.items() if case.trained)
 
 
