@@ -62,7 +62,8 @@ def _as_int(value, what: str) -> int:
 
 def settings_from_conf(conf: Mapping[str, str], base: Sam2Settings = Sam2Settings()) -> Sam2Settings:
     """Settings from MONAI Label `--conf` pairs (strings): sam2_checkpoint, sam2_config,
-    sam2_image_size, sam2_cache_mb, sam2_device; other keys are ignored."""
+    sam2_image_size, sam2_cache_mb, sam2_device; an unknown "sam2_..." key is an EngineError naming
+    it, keys without that prefix are not the engine's and are ignored."""
     unknown = sorted(k for k in conf if k.startswith("sam2_") and k not in CONF_KEYS)
     if unknown:
         raise EngineError(f"--conf {unknown[0]} is not a sam2 setting: use {', '.join(CONF_KEYS)}")
