@@ -7,7 +7,8 @@ image), which the stock server answers with a bare 500. Started by plain
 `monailabel start_server --app monailabel_app`, everything works the same except those
 few requests get 500 instead of 4xx.
 
-One route of our own: `GET /medvl/report/<report id>/<report.json | report.md |
+Our routes: `POST /infer/<model>` replaces the stock one (off the event loop, cancel and
+progress: `medvl.server.routes_infer`). `GET /medvl/report/<report id>/<report.json | report.md |
 overview.png>` (`medvl.server.language.REPORT_ROUTE`) serves the files of a
 `medvl_report` answer (404 once pruned or for an unknown id).
 """
@@ -25,6 +26,7 @@ from monailabel.interfaces.exception import ImageNotFoundException, LabelNotFoun
 
 from medvl.errors import MedVLError
 from medvl.server.http import one_line, status_for
+from medvl.server import routes_infer
 from medvl.server.language import REPORT_ROUTE
 
 logger = logging.getLogger(__name__)
@@ -58,6 +60,8 @@ async def _monailabel_error(request: Request, error: MONAILabelException):
 async def _medvl_error(request: Request, error: MedVLError):
     return _reply(request, status_for(error), one_line(error))
 
+
+routes_infer.install(app)  # /infer off the event loop; /medvl/progress, /medvl/cancel
 
 _MEDIA = {".json": "application/json", ".md": "text/markdown", ".png": "image/png"}
 

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 from medvl.errors import (CancelledError, EngineError, GeometryError, ImageReadError, MedVLError, PromptError,
                           SessionError)
+from medvl.server.jobs import JobConflictError, JobError, WorkLimitError
 from medvl.server.protocol import BadRequestError
 from medvl.server.sessions import SessionGoneError
 from medvl.server.settings import ConfigError
@@ -21,7 +22,10 @@ _STATUS: tuple[tuple[type, int], ...] = (
     (BadRequestError, 400),
     (ImageReadError, 400),  # non-image or corrupt upload / file
     (GeometryError, 400),  # label does not match its image
-    (CancelledError, 409),
+    (WorkLimitError, 422),  # stopped by max_propagation_s: what was done is kept
+    (CancelledError, 409),  # cancelled by the client: what was done is kept
+    (JobConflictError, 409),
+    (JobError, 400),
     (SessionError, 409),  # e.g. undo with nothing to undo
     (EngineError, 503),  # engine unavailable here (missing weights, ...)
     (ConfigError, 500),

@@ -19,6 +19,7 @@ compares it with what the session already applied:
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -28,17 +29,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from medvl.errors import CancelledError, PromptError, SessionError
+from medvl.errors import PromptError, SessionError
 from medvl.io import read_volume
 from medvl.server import results
 from medvl.server.protocol import (AXES, BoxPrompt, InteractiveRequest, check_in_volume, parse_request, roi_boxes,
                                    session_key)
-from medvl.server.sessions import ObjectRecord, SessionEntry, SessionStore
+from medvl.server.jobs import JOB_KEY, Job, JobRegistry
+from medvl.server.sessions import SessionEntry, SessionStore
 from medvl.server.settings import ServerSettings
 
 logger = logging.getLogger(__name__)
-
-_PROMPT, _PROPAGATION = "prompt", "propagation"  # ObjectRecord.ops entries, mirroring VolumeSession's undo history
 
 
 @dataclass
@@ -66,6 +66,7 @@ class InteractiveService:
         self.store = SessionStore(settings.cache_bytes, settings.session_ttl_s, sizeof=_entry_bytes)
         self._engine = engine  # shared by all sessions; built on first use
         self._engine_lock = threading.Lock()
+        self.jobs = JobRegistry(settings.max_propagation_s)  # running requests: progress, cancel, work limit
 
     def engine(self):
         with self._engine_lock:
@@ -87,9 +88,24 @@ class InteractiveService:
         Raises medvl errors (PromptError, ImageReadError, SessionGoneError, ...) for 4xx.
         """
         timer, t0 = Timer(), time.perf_counter()
-        with timer.stage("parse"):
-            request = parse_request(params)
-        return self.serve_mask(request, self._apply, image_path, image_id, out_path, monai_session_id, timer, t0)
+        job = self.jobs.claim(params.get(JOB_KEY)) if isinstance(params, dict) else None
+        own = job is None  # no /infer route job (batch infer, direct calls): one of our own, for the limit
+        job = job or self.jobs.start("medvl_interactive")
+        try:
+            with timer.stage("parse"):
+                request = parse_request(params)
+            out = self.serve_mask(request, functools.partial(self._apply, job=job), image_path, image_id, out_path,
+                                  monai_session_id, timer, t0)
+            stopped = job.stopped_error()
+            if stopped is not None:
+                raise stopped
+        except BaseException as error:
+            if own:
+                self.jobs.finish(job, error)
+            raise
+        if own:
+            self.jobs.finish(job)
+        return out
 
     def serve_mask(self, request, apply, image_path: str, image_id: str, out_path: str | None,
                    monai_session_id: str | None, timer: "Timer", t0: float) -> tuple[str | None, dict]:
@@ -117,7 +133,7 @@ class InteractiveService:
                         offset, labels = crop
                         geometry = results.crop_geometry(geometry, offset)
                         info["crop"] = {"offset_ijk": list(offset), "size_ijk": results.size_ijk(labels)}
-            info["label_names"] = self._label_names(entry, info["obj_id"], request)
+            info["label_names"] = self._label_names(entry, info["obj_id"], label, request)
             engine = self.engine()
             info["engine"] = {"name": engine.name, "model": getattr(engine, "label", engine.name)}
             info["session"] = {"key": key, "medvl_session": entry.generation, "requests": entry.requests + 1}
@@ -157,49 +173,46 @@ class InteractiveService:
         logger.info("session %s: loaded %s %s", entry.key, image_path, volume.size_ijk)
 
     def _apply(self, entry: SessionEntry, request: InteractiveRequest, obj_id: int, label: str,
-               timer: Timer) -> dict:
+               timer: Timer, job: Job) -> dict:
         roi = check_in_volume(request, entry.volume.size_ijk)
         session = entry.session
-        state = entry.objects.get(obj_id)
-        if request.undo and (state is None or state.ops.count(_PROMPT) < request.undo):
-            have = 0 if state is None else state.ops.count(_PROMPT)
-            raise SessionError(f"undo {request.undo} on object {obj_id} ({label!r}) but it has {have} prompts; "
-                               "send the remaining prompt set instead")
+        exists = obj_id in session.objects
+        applied = session.prompt_log(obj_id)
+        if request.undo and len(applied) < request.undo:
+            raise SessionError(f"undo {request.undo} on object {obj_id} ({label!r}) but it has {len(applied)} "
+                               "prompts; send the remaining prompt set instead")
         # the object's axis: named, else a box's (flat) axis, else the object's so far, else the default
-        axis = request.axis or (request.boxes[0].axis if request.boxes else None) or (
-            state.axis if state else self.settings.default_axis)
+        current = session.object_axis(obj_id) if exists else None
+        axis = request.axis or (request.boxes[0].axis if request.boxes else None) or current or \
+            self.settings.default_axis
         roi_prompts, clip = roi_boxes(roi, axis, request.roi_mode) if roi is not None else ([], None)
         if not request.axis and not request.boxes and roi_prompts and clip is None:
             axis = roi_prompts[0].axis  # a flat ROI names its slice's axis
         wanted = [*request.boxes, *roi_prompts, *request.points]
-        if state is None:
-            state = entry.objects[obj_id] = ObjectRecord(obj_id, label, axis)
         stats0 = session.stats()
         if request.undo:
             action, arg = "undo", request.undo
-        elif state.mask is not None and (wanted or request.reset):  # prompts replace (or reset clears) a text result
+        elif session.is_whole_mask(obj_id) and (wanted or request.reset):  # prompts replace a text result
             action, arg = "replay", None
         else:
-            action, arg = _plan(state, wanted, axis, request.reset)
+            action, arg = _plan(applied, current, wanted, axis, request.reset)
         calls = _EngineCalls(self.compute_lock, timer)
         if action == "undo":
-            _undo(session, state, arg, calls)
+            calls.run("prompt", session.undo_prompts, obj_id, arg)
         elif action == "replay":
-            if obj_id in session.objects:
+            if exists:
                 calls.run("prompt", session.reset, obj_id)
-            state.applied, state.ops, state.axis, state.mask = [], [], axis, None
-            _add(session, state, wanted, calls)
+            _add(session, obj_id, axis, wanted, calls)
         elif action == "add":
-            _add(session, state, arg, calls)
-        if action in ("add", "replay"):
-            state.clip = clip  # an undo keeps the ROI of the state it returns to
-        if request.propagate and state.ops and state.ops[-1] == _PROMPT:
-            _propagate(session, state, calls)
+            _add(session, obj_id, axis, arg, calls)
+        if action in ("add", "replay") and obj_id in session.objects:
+            session.set_clip(obj_id, clip)  # an undo keeps the ROI of the state it returns to
+        if request.propagate and session.needs_propagation(obj_id):
+            _propagate(session, obj_id, calls, job, entry)
         stats1 = session.stats()
-        if not state.applied and obj_id not in session.objects:
-            state.ops.clear()
         return {
-            "obj_id": obj_id, "label": label, "axis": state.axis, "action": action, "prompts": len(state.applied),
+            "obj_id": obj_id, "label": label, "axis": session.object_axis(obj_id) if obj_id in session.objects else axis,
+            "action": action, "prompts": len(session.prompt_log(obj_id)),
             "roi_clipped": roi is not None and roi != request.roi,
             "encoder_passes": stats1.get("encoder_passes", 0) - stats0.get("encoder_passes", 0),
             "encoder_passes_total": stats1.get("encoder_passes", 0),
@@ -210,37 +223,21 @@ class InteractiveService:
 
     def _output(self, entry: SessionEntry, obj_id: int, request) -> np.ndarray:
         """uint8 (k, j, i): the object as 0/1, or every object by id ("all"); ROI clips applied."""
+        session = entry.session
         if request.output_labels == "object":
-            if obj_id not in self._object_ids(entry):
+            if obj_id not in session.objects:
                 return np.zeros(entry.volume.array.shape, dtype=np.uint8)
-            return self._object_mask(entry, obj_id).view(np.uint8)  # a fresh bool array: 0/1 without a copy
-        out = np.zeros(entry.volume.array.shape, dtype=np.uint8)
-        for oid in self._object_ids(entry):
-            np.copyto(out, np.uint8(oid), where=self._object_mask(entry, oid))
-        return out
-
-    @staticmethod
-    def _object_ids(entry: SessionEntry) -> list[int]:
-        """Objects with a mask: the engine session's, and text results (`ObjectRecord.mask`)."""
-        texts = {oid for oid, record in entry.objects.items() if record.mask is not None}
-        return sorted(set(entry.session.objects) | texts)
-
-    @staticmethod
-    def _object_mask(entry: SessionEntry, obj_id: int) -> np.ndarray:
-        """A fresh bool (k, j, i) array of the object: its text result, else the engine's mask (ROI-clipped)."""
-        record = entry.objects.get(obj_id)
-        if record is not None and record.mask is not None:
-            return record.mask.copy()
-        mask = entry.session.mask(obj_id)
-        return _clip(mask, record.clip) if record is not None and record.clip is not None else mask
+            return session.mask(obj_id).view(np.uint8)  # a fresh bool array: 0/1 without a copy
+        return session.labels()
 
     def object_masks(self, entry: SessionEntry, wanted) -> dict[str, np.ndarray]:
         """label -> bool (k, j, i) mask of the session's objects named in `wanted` (obj_ids or
         labels; empty: every object with a mask). Unknown names -> PromptError listing the known."""
-        have = self._object_ids(entry)
-        names = {oid: next((n for n, i in entry.label_ids.items() if i == oid), f"object {oid}") for oid in have}
+        session = entry.session
+        names = {oid: next((n for n, i in entry.label_ids.items() if i == oid), f"object {oid}")
+                 for oid in session.objects}
         if not wanted:
-            return {names[oid]: self._object_mask(entry, oid) for oid in have}
+            return {names[oid]: session.mask(oid) for oid in session.objects}
         out = {}
         for item in wanted:
             oid = entry.label_ids.get(item) if isinstance(item, str) else item
@@ -248,13 +245,14 @@ class InteractiveService:
                 known = ", ".join(f"{i} ({n})" for i, n in names.items()) or "none yet"
                 raise PromptError(f"object {item!r} has no mask in this session (objects: {known}); segment it "
                                   "first with medvl_text or medvl_interactive on the same session")
-            out[names[oid]] = self._object_mask(entry, oid)
+            out[names[oid]] = session.mask(oid)
         return out
 
-    def _label_names(self, entry: SessionEntry, obj_id: int, request: InteractiveRequest) -> dict:
+    @staticmethod
+    def _label_names(entry: SessionEntry, obj_id: int, label: str, request) -> dict:
         if request.output_labels == "object":
-            return {entry.objects[obj_id].label: 1}
-        have = set(self._object_ids(entry))
+            return {label: 1}
+        have = set(entry.session.objects)
         return {name: oid for name, oid in entry.label_ids.items() if oid in have}
 
 
@@ -271,14 +269,14 @@ class _EngineCalls:
                 return fn(*args, **kwargs)
 
 
-def _plan(state: ObjectRecord, wanted: list, axis: str, reset: bool) -> tuple[str, object]:
+def _plan(applied: list, current_axis: str | None, wanted: list, axis: str, reset: bool) -> tuple[str, object]:
     """(action, argument): ("none", None), ("add", new prompts), ("undo", count) or ("replay", None).
 
-    Compared as multisets, since the stock client sends all foreground points before all
-    background points whatever order they were clicked in.
+    `applied`: the object's prompt log in the session; `current_axis`: its axis (None: no
+    object yet). Compared as multisets, since the stock client sends all foreground points
+    before all background points whatever order they were clicked in.
     """
-    applied = state.applied
-    if reset or axis != state.axis:
+    if reset or (current_axis is not None and axis != current_axis):
         return ("replay", None) if (applied or wanted) else ("none", None)
     have, want = Counter(applied), Counter(wanted)
     if have == want:
@@ -296,55 +294,41 @@ def _plan(state: ObjectRecord, wanted: list, axis: str, reset: bool) -> tuple[st
     return "replay", None
 
 
-def _add(session, state: ObjectRecord, prompts: list, calls: _EngineCalls) -> None:
+def _add(session, obj_id: int, axis: str, prompts: list, calls: _EngineCalls) -> None:
     for prompt in prompts:
         if isinstance(prompt, BoxPrompt):
-            calls.run("prompt", session.add_box, prompt.lo, prompt.hi, obj_id=state.obj_id)
+            calls.run("prompt", session.add_box, prompt.lo, prompt.hi, obj_id=obj_id)
         else:
-            calls.run("prompt", session.add_point, prompt.ijk, positive=prompt.positive, obj_id=state.obj_id,
-                      axis=state.axis)
-        state.applied.append(prompt)
-        state.ops.append(_PROMPT)
+            calls.run("prompt", session.add_point, prompt.ijk, positive=prompt.positive, obj_id=obj_id, axis=axis)
 
 
-def _undo(session, state: ObjectRecord, count: int, calls: _EngineCalls) -> None:
-    """Undo the object's last `count` prompts (and the propagations after them)."""
-    while count:
-        op = state.ops.pop()
-        calls.run("prompt", session.undo, state.obj_id)
-        if op == _PROMPT:
-            state.applied.pop()
-            count -= 1
-
-
-def _propagate(session, state: ObjectRecord, calls: _EngineCalls) -> None:
-    """Propagate the object; with a 3D ROI, stop once both directions have left it."""
-    along = AXES.index(state.axis)
-    lo, hi = (state.clip[2 * along], state.clip[2 * along + 1]) if state.clip else (None, None)
+def _propagate(session, obj_id: int, calls: _EngineCalls, job: Job, entry: SessionEntry) -> None:
+    """Propagate the object one slice per compute-lock hold, so other sessions' requests wait at
+    most one slice; `job` sees every slice (progress) and can stop the walk (cancel, work limit).
+    With a 3D ROI (the object's clip), stop once both directions have left it."""
+    axis = session.object_axis(obj_id)
+    clip = session.clip(obj_id)
+    along = AXES.index(axis)
+    lo, hi = (clip[2 * along], clip[2 * along + 1]) if clip else (None, None)
     passed = {"below": False, "above": False}
 
     def stop() -> bool:
-        return state.clip is not None and passed["below"] and passed["above"]
+        return job.should_stop() or (clip is not None and passed["below"] and passed["above"])
 
-    def run():
-        try:
-            for index, _ in session.propagate(obj_id=state.obj_id, should_stop=stop):
-                if state.clip is not None:
-                    passed["below"] |= index < lo
-                    passed["above"] |= index > hi
-        except CancelledError:
-            pass
-
-    calls.run("propagate", run)
-    state.ops.append(_PROPAGATION)
-
-
-def _clip(mask: np.ndarray, clip) -> np.ndarray:
-    """Zero a (k, j, i) mask outside the ITK-order inclusive box (i0, i1, j0, j1, k0, k1)."""
-    i0, i1, j0, j1, k0, k1 = clip
-    out = np.zeros_like(mask)
-    out[k0:k1 + 1, j0:j1 + 1, i0:i1 + 1] = mask[k0:k1 + 1, j0:j1 + 1, i0:i1 + 1]
-    return out
+    volume = entry.volume
+    job.begin_propagation(axis, volume.size_ijk[along], obj_id, volume.array.shape, volume.geometry,
+                          session.seed_masks(obj_id))
+    steps = session.propagate(obj_id=obj_id, should_stop=stop)
+    while True:
+        t0 = time.perf_counter()
+        step = calls.run("propagate", next, steps, None)
+        if step is None:
+            break
+        index, mask = step
+        job.add_slice(index, mask, time.perf_counter() - t0)
+        if clip is not None:
+            passed["below"] |= index < lo
+            passed["above"] |= index > hi
 
 
 def latencies(timer: Timer, total: float, infer=("prompt", "propagate", "solve")) -> dict:
@@ -369,4 +353,4 @@ def _entry_bytes(entry: SessionEntry) -> int:
         return 0
     voxels = entry.volume.array.size
     cache = entry.session.stats().get("cache_bytes", 0)
-    return int(entry.volume.array.nbytes + cache + voxels * (len(entry.objects) + 1) + voxels * 4)
+    return int(entry.volume.array.nbytes + cache + voxels * (len(entry.session.objects) + 1) + voxels * 4)

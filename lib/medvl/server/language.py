@@ -7,7 +7,7 @@ maps requests (`medvl.server.protocol.parse_language_request`) onto sessions and
 
 - text: the prompt is grounded first, so text that is not understood is answered 400 with
   the nearest concepts before any session is created; then solved on the session's volume.
-  The mask becomes the object's text result (`ObjectRecord.mask`) and goes out through
+  The mask becomes the object (`VolumeSession.set_mask`, undoable) and goes out through
   `InteractiveService.serve_mask` like a click's answer (file in the image geometry, crop,
   voxels, volume_ml, latencies). Later clicks on that object replace it.
 - report: the masks of the session's objects (text or interactive results) plus any text
@@ -38,7 +38,7 @@ from pathlib import Path
 
 from medvl.server.interactive import InteractiveService, Timer, latencies
 from medvl.server.protocol import LanguageRequest, parse_language_request
-from medvl.server.sessions import ObjectRecord, SessionEntry
+from medvl.server.sessions import SessionEntry
 
 logger = logging.getLogger(__name__)
 
@@ -75,13 +75,11 @@ class LanguageService:
 
             def run():
                 result = solve(entry.volume, grounding, session, settings)  # "engine"/"auto": uses obj_id itself
-                if session is None and obj_id in entry.session.objects:  # the text result replaces the object
-                    entry.session.reset(obj_id)
+                entry.session.set_mask(obj_id, result.mask)  # the text result becomes the object (undoable)
                 return result
 
             with timer.stage("solve"):
                 result = self._locked(run, timer=timer)
-            entry.objects[obj_id] = ObjectRecord(obj_id, label, "k", mask=result.mask)
             stats1 = entry.session.stats()
             return {
                 "obj_id": obj_id, "label": label, "axis": "k", "action": "text", "text": request.texts[0],
@@ -198,7 +196,7 @@ def _ground(text: str):
 
 def _free_obj_id(entry: SessionEntry) -> int:
     """An object id neither the engine session nor any label of the session uses."""
-    used = set(entry.session.objects) | set(entry.label_ids.values()) | set(entry.objects)
+    used = set(entry.session.objects) | set(entry.label_ids.values())
     return next(oid for oid in range(255, 0, -1) if oid not in used)
 
 

@@ -57,6 +57,7 @@ import math
 from dataclasses import dataclass, field
 
 from medvl.errors import MedVLError, PromptError
+from medvl.session.state import BoxPrompt, PointPrompt, Prompt  # noqa: F401 (the prompt types requests carry)
 
 AXES = ("i", "j", "k")
 EXTENSIONS = (".nrrd", ".nii.gz", ".nii")  # result formats, all written with the image's geometry
@@ -73,25 +74,6 @@ NARRATORS = ("deterministic", "smollm2")
 
 class BadRequestError(MedVLError):
     """A request parameter has the wrong type or value (HTTP 400)."""
-
-
-@dataclass(frozen=True)
-class PointPrompt:
-    ijk: tuple[int, int, int]  # ITK-order voxel index
-    positive: bool  # foreground (True) or background click; the slicing axis is the object's
-
-
-@dataclass(frozen=True)
-class BoxPrompt:
-    lo: tuple[int, int, int]  # ITK-order inclusive corner with the smaller indices
-    hi: tuple[int, int, int]  # the other corner; equal to `lo` on exactly one axis
-
-    @property
-    def axis(self) -> str:
-        return next(a for a, l, h in zip(AXES, self.lo, self.hi) if l == h)
-
-
-Prompt = PointPrompt | BoxPrompt
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 A session key is `mls:<MONAI Label session_id>` when the client uses MONAI Label's session
 endpoint, else `<image id>@<client id>` (`medvl.server.protocol.session_key`); state is
-never shared between keys. Each live key holds one `SessionEntry`: the decoded volume,
-the engine session with its cached slice embeddings, and the prompts applied per object.
+never shared between keys. Each live key holds one `SessionEntry`: the decoded volume and
+the `VolumeSession` - the one owner of every object's prompts, undo history and masks
+(text results included) - plus the label name <-> object id mapping.
 
 Memory: after every request the entry's bytes (volume + engine cache + masks) are
 re-measured and least-recently-used entries are evicted until the total is within
@@ -39,7 +40,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-import numpy as np
 
 from medvl.errors import PromptError, SessionError
 
@@ -53,19 +53,6 @@ class SessionGoneError(SessionError):
 
 
 @dataclass
-class ObjectRecord:
-    """What the server applied to one object of one session (to diff the next request against)."""
-
-    obj_id: int  # the engine session's object id
-    label: str  # client label name (MONAI Label `label`), or "object <id>"
-    axis: str  # slicing / propagation axis of every prompt of the object
-    applied: list = field(default_factory=list)  # protocol prompts, in the order they were added
-    ops: list[str] = field(default_factory=list)  # "prompt"/"propagation": one per VolumeSession undo step
-    clip: tuple[int, int, int, int, int, int] | None = None  # ITK (i0, i1, j0, j1, k0, k1) of a 3D ROI
-    mask: np.ndarray | None = field(default=None, repr=False)  # bool (k, j, i) of a text result; None: engine's
-
-
-@dataclass
 class SessionEntry:
     """One client's session on one image. Fields other than `lock` are guarded by `lock`."""
 
@@ -75,7 +62,6 @@ class SessionEntry:
     image_path: str = ""  # file the volume was read from
     volume: object = None  # medvl.volume.Volume, None until loaded
     session: object = None  # medvl.session.VolumeSession, None until loaded
-    objects: dict[int, ObjectRecord] = field(default_factory=dict)  # obj_id -> state
     label_ids: dict[str, int] = field(default_factory=dict)  # label name -> obj_id: the one mapping
     nbytes: int = 0  # measured after each request, drives LRU eviction
     last_used: float = 0.0  # store clock at the end of the last request
@@ -196,7 +182,6 @@ class SessionStore:
         try:
             entry.closed = True
             entry.session = entry.volume = None
-            entry.objects.clear()
         finally:
             entry.lock.release()
         del self._entries[entry.key]

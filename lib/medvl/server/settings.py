@@ -37,6 +37,7 @@ class ServerSettings:
     text_refine: str = "auto"  # language tasks' nodule refinement when a request names none: hu / engine / auto
     report_dir: str = ""  # where medvl_report writes report.json/.md/overview.png; "" = a temporary folder
     reports_kept: int = 64  # newest reports kept in report_dir (older ones deleted)
+    max_propagation_s: float = 300.0  # propagation compute one request may use; then it stops, keeping what was done
     engine_conf: tuple[tuple[str, str], ...] = ()  # the engine's own --conf pairs ("<engine>_...", e.g. sam2_config)
 
     def __post_init__(self):
@@ -50,6 +51,8 @@ class ServerSettings:
             raise ConfigError(f"session_ttl_s must be > 0 seconds, got {self.session_ttl_s}")
         if self.text_refine not in ("hu", "engine", "auto"):
             raise ConfigError(f"text_refine {self.text_refine!r} is not one of hu, engine, auto")
+        if self.max_propagation_s <= 0:
+            raise ConfigError(f"max_propagation_s must be > 0 seconds, got {self.max_propagation_s}")
         if self.reports_kept < 1:
             raise ConfigError(f"reports_kept must be >= 1, got {self.reports_kept}")
         if not self.labels or any(not name for name in self.labels):

@@ -3,7 +3,11 @@
 Lifecycle (as nnInteractive's session): `set_volume`, then prompts (`add_point`,
 `add_box`) that each return the prompted slice's mask at once, `propagate()` to fill
 the other slices (a generator: show progress, cancel by `should_stop`), corrections by
-more prompts and `propagate()` again, `undo`, `reset`. Several objects by `obj_id`.
+more prompts and `propagate()` again, `undo`, `reset`. Several objects by `obj_id`; `set_mask` makes (or
+replaces) an object from a whole 3D mask (a text-grounded result), undoable like a prompt.
+
+The session is the one owner of each object's state: its prompts as given (`prompt_log`,
+what a server diffs a request against), its undo history, its clip region and masks.
 
 Prompts are ITK voxel indices (i, j, k) of the session's volume; results are numpy
 (k, j, i) arrays in the volume's own grid (same geometry, nothing resampled).
@@ -20,7 +24,8 @@ import numpy as np
 from medvl.engines import get_engine
 from medvl.engines.base import Engine, SlicePrompt
 from medvl.errors import PromptError, SessionError
-from medvl.session.state import ObjectState, PromptResult
+from medvl.session.state import (MASK, PROMPT, PROPAGATION, BoxPrompt, ObjectState, PointPrompt, Prompt,
+                                 PromptResult)
 from medvl.slicing import check_axis, index_to_slice_xy, put_slice
 from medvl.volume import Volume
 
@@ -83,7 +88,8 @@ class VolumeSession:
         """Foreground (or background) click at voxel (i, j, k) on the slice through it along `axis`."""
         ijk = self._check_index(ijk, "point")
         index, xy = index_to_slice_xy(ijk, check_axis(axis))
-        return self._prompt(obj_id, axis, index, lambda p: (p.points.append(xy), p.labels.append(int(positive))))
+        return self._prompt(obj_id, axis, index, lambda p: (p.points.append(xy), p.labels.append(int(positive))),
+                            PointPrompt(ijk, bool(positive)))
 
     def add_box(self, corner0, corner1, obj_id: int = 1) -> PromptResult:
         """Box from two opposite inclusive corners (i, j, k) that agree on exactly one axis."""
@@ -96,14 +102,18 @@ class VolumeSession:
         index, a = index_to_slice_xy(c0, axis)
         _, b = index_to_slice_xy(c1, axis)
         box = (min(a[0], b[0]), min(a[1], b[1]), max(a[0], b[0]), max(a[1], b[1]))
-        return self._prompt(obj_id, axis, index, lambda p: p.boxes.append(box))
+        given = BoxPrompt(tuple(map(min, c0, c1)), tuple(map(max, c0, c1)))
+        return self._prompt(obj_id, axis, index, lambda p: p.boxes.append(box), given)
 
-    def _prompt(self, obj_id: int, axis: str, index: int, edit) -> PromptResult:
+    def _prompt(self, obj_id: int, axis: str, index: int, edit, given: Prompt) -> PromptResult:
         t0 = time.perf_counter()
         obj = self._object(obj_id, axis)
-        snap = obj.snapshot()
+        snap = obj.snapshot(PROMPT)
+        if obj.fixed is not None:  # prompts replace a whole-mask (text) result
+            obj.prompts, obj.seeds, obj.propagated, obj.log, obj.fixed = {}, {}, {}, [], None
         prompt = obj.prompts.setdefault(index, SlicePrompt())
         edit(prompt)
+        obj.log.append(given)
         try:
             result = self.engine.segment_slice(obj.engine_state, index, prompt, obj_id=obj_id)
         except Exception:
@@ -128,7 +138,9 @@ class VolumeSession:
         ids = [obj_id] if obj_id is not None else sorted(self._objects)
         for oid in ids:
             obj = self._get(oid)
-            obj.history.append(obj.snapshot())
+            if obj.fixed is not None:
+                continue  # a whole-mask result has nothing to propagate
+            obj.history.append(obj.snapshot(PROPAGATION))
             self._order.append(oid)
             obj.propagated = {}
             for index, mask in self.engine.propagate(obj.engine_state, dict(obj.seeds), dict(obj.prompts),
@@ -137,6 +149,28 @@ class VolumeSession:
                     continue
                 obj.propagated[index] = mask
                 yield index, mask
+
+    def set_mask(self, obj_id: int, mask: np.ndarray, axis: str = "k") -> None:
+        """Make object `obj_id` the bool (k, j, i) `mask` as a whole (e.g. a text-grounded result).
+
+        Replaces the object's prompts and masks; `undo` brings them back. A later prompt on
+        the object replaces this mask. `axis`: the object's axis if it is new.
+        """
+        vol = self._require_volume()
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != vol.array.shape:
+            raise PromptError(f"mask of shape {mask.shape} does not match the volume's (k, j, i) {vol.array.shape}")
+        obj = self._objects.get(obj_id) or self._object(obj_id, axis)
+        obj.history.append(obj.snapshot(MASK))
+        obj.prompts, obj.seeds, obj.propagated, obj.log, obj.clip = {}, {}, {}, [], None
+        obj.fixed = mask.copy()
+        self.engine.forget(obj.engine_state, obj_id)
+        self._order.append(obj_id)
+
+    def set_clip(self, obj_id: int, clip: tuple[int, int, int, int, int, int] | None) -> None:
+        """Limit the object's mask to the ITK inclusive region (i0, i1, j0, j1, k0, k1) (a 3D ROI);
+        None: no limit. Not a step of its own: undoing the step before brings the earlier clip back."""
+        self._get(obj_id).clip = None if clip is None else tuple(int(v) for v in clip)
 
     def run_propagation(self, obj_id: int | None = None, should_stop=None) -> int:
         """Propagate to the end; returns the number of slices filled."""
@@ -167,6 +201,17 @@ class VolumeSession:
         if not obj.prompts and not obj.history:
             del self._objects[obj_id]
 
+    def undo_prompts(self, obj_id: int, count: int) -> None:
+        """Revert the object's last `count` prompts and every step after them."""
+        obj = self._get(obj_id)
+        if count > len(obj.log):
+            raise SessionError(f"undo {count} prompts on object {obj_id} but it has {len(obj.log)}; "
+                               "send the remaining prompt set instead")
+        popped = 0
+        while popped < count:
+            popped += obj.history[-1].kind == PROMPT
+            self.undo(obj_id)
+
     def reset(self, obj_id: int | None = None) -> None:
         """Forget one object (or all); cached embeddings stay, so new prompts are cheap."""
         for oid in ([obj_id] if obj_id is not None else list(self._objects)):
@@ -186,12 +231,43 @@ class VolumeSession:
     def object_axis(self, obj_id: int) -> str:
         return self._get(obj_id).axis
 
+    def prompt_log(self, obj_id: int) -> list[Prompt]:
+        """The object's prompts as given (ITK indices), in the order applied; [] for an unknown object."""
+        obj = self._objects.get(obj_id)
+        return list(obj.log) if obj else []
+
+    def is_whole_mask(self, obj_id: int) -> bool:
+        """True when the object is a mask set whole (`set_mask`), not made from prompts."""
+        obj = self._objects.get(obj_id)
+        return obj is not None and obj.fixed is not None
+
+    def needs_propagation(self, obj_id: int) -> bool:
+        """True when the object's last step was a prompt (its other slices are stale)."""
+        obj = self._objects.get(obj_id)
+        return bool(obj and obj.fixed is None and obj.history and obj.history[-1].kind == PROMPT)
+
+    def clip(self, obj_id: int) -> tuple[int, int, int, int, int, int] | None:
+        """The object's clip region (ITK inclusive i0, i1, j0, j1, k0, k1), or None."""
+        return self._get(obj_id).clip
+
+    def seed_masks(self, obj_id: int) -> dict[int, np.ndarray]:
+        """Prompted slice index -> its 2D mask (the masks propagation starts from)."""
+        return dict(self._get(obj_id).seeds)
+
     def mask(self, obj_id: int) -> np.ndarray:
         """bool (k, j, i) 3D mask of one object."""
         obj = self._get(obj_id)
-        out = np.zeros(self._require_volume().array.shape, dtype=bool)
-        for index, m in obj.slice_masks().items():
-            put_slice(out, obj.axis, index, m)
+        if obj.fixed is not None:
+            out = obj.fixed.copy()
+        else:
+            out = np.zeros(self._require_volume().array.shape, dtype=bool)
+            for index, m in obj.slice_masks().items():
+                put_slice(out, obj.axis, index, m)
+        if obj.clip is not None:
+            i0, i1, j0, j1, k0, k1 = obj.clip
+            inside = np.zeros_like(out)
+            inside[k0:k1 + 1, j0:j1 + 1, i0:i1 + 1] = True
+            out &= inside
         return out
 
     def labels(self) -> np.ndarray:

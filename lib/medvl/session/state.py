@@ -8,6 +8,34 @@ import numpy as np
 
 from medvl.engines.base import SlicePrompt
 
+AXES = ("i", "j", "k")
+
+
+@dataclass(frozen=True)
+class PointPrompt:
+    """A click as the caller gave it: ITK voxel index (i, j, k); the slicing axis is the object's."""
+
+    ijk: tuple[int, int, int]  # ITK-order voxel index
+    positive: bool  # foreground (True) or background click
+
+
+@dataclass(frozen=True)
+class BoxPrompt:
+    """A box as the caller gave it: two inclusive ITK corners, equal on exactly one axis."""
+
+    lo: tuple[int, int, int]  # ITK-order inclusive corner with the smaller indices
+    hi: tuple[int, int, int]  # the other corner; equal to `lo` on exactly one axis
+
+    @property
+    def axis(self) -> str:
+        return next(a for a, l, h in zip(AXES, self.lo, self.hi) if l == h)
+
+
+Prompt = PointPrompt | BoxPrompt
+
+# What a history step did (`Snapshot.kind`): undo reverts one step.
+PROMPT, PROPAGATION, MASK = "prompt", "propagation", "mask"
+
 
 @dataclass
 class ObjectState:
@@ -17,14 +45,20 @@ class ObjectState:
     prompts: dict[int, SlicePrompt] = field(default_factory=dict)  # slice index -> prompts there
     seeds: dict[int, np.ndarray] = field(default_factory=dict)  # prompted slice -> its 2D mask
     propagated: dict[int, np.ndarray] = field(default_factory=dict)  # other slice -> 2D mask from propagation
-    history: list["Snapshot"] = field(default_factory=list)  # states before each prompt/propagation, for undo
+    history: list["Snapshot"] = field(default_factory=list)  # states before each step (prompt, ...), for undo
+    log: list[Prompt] = field(default_factory=list)  # every prompt applied, in order, as the caller gave it
+    clip: tuple[int, int, int, int, int, int] | None = None  # ITK (i0, i1, j0, j1, k0, k1): mask limited to it
+    fixed: np.ndarray | None = field(default=None, repr=False)  # bool (k, j, i) set whole (a text result)
 
-    def snapshot(self) -> "Snapshot":
-        return Snapshot({i: SlicePrompt(list(p.points), list(p.labels), list(p.boxes))
-                         for i, p in self.prompts.items()}, dict(self.seeds), dict(self.propagated))
+    def snapshot(self, kind: str) -> "Snapshot":
+        """The state now, before a step of `kind` (PROMPT, PROPAGATION or MASK)."""
+        return Snapshot(kind, {i: SlicePrompt(list(p.points), list(p.labels), list(p.boxes))
+                               for i, p in self.prompts.items()}, dict(self.seeds), dict(self.propagated),
+                        list(self.log), self.clip, self.fixed)
 
     def restore(self, snap: "Snapshot") -> None:
         self.prompts, self.seeds, self.propagated = snap.prompts, snap.seeds, snap.propagated
+        self.log, self.clip, self.fixed = snap.log, snap.clip, snap.fixed
 
     def slice_masks(self) -> dict[int, np.ndarray]:
         """Every slice's 2D mask; prompted slices win over propagated ones."""
@@ -33,9 +67,13 @@ class ObjectState:
 
 @dataclass
 class Snapshot:
+    kind: str  # the step taken after this state: PROMPT, PROPAGATION or MASK
     prompts: dict[int, SlicePrompt]  # copies of the object's prompts
     seeds: dict[int, np.ndarray]  # the object's seed masks (arrays are never mutated, so shared)
     propagated: dict[int, np.ndarray]  # the object's propagated masks
+    log: list[Prompt]  # the prompt log
+    clip: tuple[int, int, int, int, int, int] | None  # the clip region
+    fixed: np.ndarray | None  # the whole-mask result (never mutated, so shared)
 
 
 @dataclass

@@ -1,0 +1,184 @@
+"""`POST /infer/<model>` off the event loop, with cancel and progress (replaces MONAI Label's route).
+
+MONAI Label 0.8.5 runs inference inside its async handler, so one long request blocks every
+other request, `GET /info/` included. This route keeps the stock contract (query `image`,
+`session_id`, `output`; form fields `params` and `file`; the same multipart / JSON / file
+answers) and adds:
+
+- the work runs in a worker thread; the event loop stays free for other requests;
+- `request_id` (query, optional): names the request for `GET /medvl/progress/<id>` and
+  `POST /medvl/cancel/<id>` (`medvl.server.jobs`); the answer carries it in the JSON and the
+  `X-MedVL-Request-Id` header; a client that disconnects cancels its request;
+- bad input is a 4xx with one line (no image, `params` not a JSON object, unknown session).
+
+Engine work takes the compute lock per slice step (`medvl.server.interactive`), so a click on
+another session waits for at most one slice of a running propagation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import tempfile
+from typing import Optional
+
+from fastapi import BackgroundTasks, Depends, File, Form, HTTPException, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from monailabel.config import settings as monailabel_settings
+from monailabel.endpoints.infer import ResultType, send_response
+from monailabel.endpoints.user.auth import RBAC, User
+from monailabel.interfaces.utils.app import app_instance
+from monailabel.utils.others.generic import remove_file
+
+from medvl.server.http import one_line
+from medvl.server.jobs import JOB_KEY
+from medvl.server.routing import replace_route
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_ROUTE = "/medvl/progress/{request_id}"  # GET: a running (or recent) request's progress
+CANCEL_ROUTE = "/medvl/cancel/{request_id}"  # POST: stop it at the next slice, keeping what was done
+REQUEST_ID_HEADER = "X-MedVL-Request-Id"
+_POLL_S = 0.2  # how often a waiting request checks whether its client is still there
+
+
+def install(app) -> None:
+    """Put our `/infer/{model}`, progress and cancel routes on MONAI Label's app."""
+    replace_route(app, "/infer/{model}", "POST", run_inference, tags=["Infer"],
+                  summary="Run inference (off the event loop; cancel and progress by request_id)")
+    app.add_api_route(PROGRESS_ROUTE, progress, methods=["GET"], tags=["Infer"],
+                      summary="Progress of a running request (?mask=1: its mask so far, NRRD)")
+    app.add_api_route(CANCEL_ROUTE, cancel, methods=["POST"], tags=["Infer"],
+                      summary="Cancel a running request at the next slice (what was done is kept)")
+
+
+def _service():
+    service = getattr(app_instance(), "service", None)
+    if service is None:
+        raise HTTPException(503, "the MedVLSlicer app is not loaded: start the server with medvl serve")
+    return service
+
+
+async def run_inference(
+    request: Request,
+    background_tasks: BackgroundTasks,
+    model: str,
+    image: str = "",
+    session_id: str = "",
+    request_id: Optional[str] = None,
+    params: str = Form("{}"),
+    file: UploadFile = File(None),
+    label: UploadFile = File(None),
+    output: Optional[ResultType] = None,
+    user: User = Depends(RBAC(monailabel_settings.MONAI_LABEL_AUTH_ROLE_USER)),
+):
+    instance = app_instance()
+    service = _service()
+    if not file and not image and not session_id:
+        raise HTTPException(400, "no image: pass ?image=<datastore id> (GET /datastore/?output=all lists them), "
+                                 "upload a file, or ?session_id=<MONAI Label session>")
+    if label:
+        raise HTTPException(400, "this server's tasks take no label file (scribbles); send prompts in params")
+    if output == ResultType.dicom_seg:
+        raise HTTPException(400, "output=dicom_seg is not served here; ask for output=image, json or all")
+    try:
+        extra = json.loads(params) if params else {}
+    except ValueError as error:
+        raise HTTPException(400, one_line(f"params is not valid JSON ({error}); send a JSON object such as "
+                                          "{\"foreground\": [[10, 20, 3]]}")) from None
+    if not isinstance(extra, dict):
+        raise HTTPException(400, f"params must be a JSON object, got {type(extra).__name__}: send e.g. "
+                                 "{\"foreground\": [[10, 20, 3]]}")
+
+    job = service.jobs.start(model, request_id)  # JobError -> 400/409 via the app's handlers
+    upload = None
+    try:
+        body = {"model": model, "image": image}
+        if file:
+            upload = await _save_upload(file)
+            body["image"] = upload
+            body["_medvl_upload"] = upload
+        body.update(instance.info().get("config", {}).get("infer", {}))
+        body.update(extra)
+        if upload:
+            body["image"] = upload
+        if session_id:
+            session = instance.sessions().get_session(session_id)
+            if not session:
+                raise HTTPException(404, f"session_id {session_id[:80]!r} is unknown or expired: create a new "
+                                         "session (PUT /session/) or send ?image=<id>")
+            body["image"], body["session"] = session.image, session.to_json()
+        body[JOB_KEY] = job.id  # set last: a client's value never names another request's job
+        result = await _run_cancellable(request, job, instance.infer, body)
+    except BaseException as error:
+        service.jobs.finish(job, error)
+        raise
+    finally:
+        if upload:
+            background_tasks.add_task(remove_file, upload)
+    service.jobs.finish(job)
+    if isinstance(result, dict) and isinstance(result.get("params"), dict):
+        result["params"]["request_id"] = job.id
+    response = send_response(instance.datastore(), result, output, background_tasks)
+    if hasattr(response, "headers"):
+        response.headers[REQUEST_ID_HEADER] = job.id
+    return response
+
+
+async def _run_cancellable(request: Request, job, fn, *args):
+    """`fn(*args)` in a worker thread; the job is cancelled if the client goes away meanwhile."""
+    work = asyncio.ensure_future(run_in_threadpool(fn, *args))
+    while True:
+        done, _ = await asyncio.wait({work}, timeout=_POLL_S)
+        if done:
+            return work.result()
+        if not job.cancel_event.is_set() and await request.is_disconnected():
+            logger.info("request %s: client disconnected, cancelling", job.id)
+            job.cancel("the client disconnected")
+
+
+async def _save_upload(file: UploadFile) -> str:
+    """The uploaded image in a temporary file (the suffix kept for the reader)."""
+    suffix = "".join(os.path.basename(file.filename or "upload.nii.gz").partition(".")[1:]) or ".nii.gz"
+    fd, path = tempfile.mkstemp(prefix="medvl-upload-", suffix="." + suffix.lstrip(".")[:20])
+    with os.fdopen(fd, "wb") as out:
+        while chunk := await file.read(1 << 20):
+            out.write(chunk)
+    return path
+
+
+async def progress(request_id: str, mask: bool = False,
+                   user: User = Depends(RBAC(monailabel_settings.MONAI_LABEL_AUTH_ROLE_USER))):
+    job = _service().jobs.get(request_id)
+    if job is None:
+        raise HTTPException(404, f"no request {request_id[:80]!r}: unknown, or finished long ago")
+    if not mask:
+        return job.progress()
+    partial = job.partial_mask()
+    if partial is None:
+        raise HTTPException(409, f"request {job.id} has no mask yet (it is not propagating); ask without mask=1")
+    from medvl.server.results import write_labels
+
+    labels, geometry = partial
+    fd, path = tempfile.mkstemp(prefix="medvl-progress-", suffix=".nrrd")
+    os.close(fd)
+    await run_in_threadpool(write_labels, path, labels, geometry)
+    return FileResponse(path, media_type="application/octet-stream", filename=f"{job.id}.nrrd",
+                        background=_remove(path), headers={REQUEST_ID_HEADER: job.id})
+
+
+def _remove(path: str):
+    from starlette.background import BackgroundTask
+
+    return BackgroundTask(remove_file, path)
+
+
+async def cancel(request_id: str, user: User = Depends(RBAC(monailabel_settings.MONAI_LABEL_AUTH_ROLE_USER))):
+    job = _service().jobs.get(request_id)
+    if job is None:
+        raise HTTPException(404, f"no request {request_id[:80]!r}: unknown, or finished long ago")
+    cancelled = job.cancel("cancelled by the client (POST /medvl/cancel)")
+    return {"request_id": job.id, "cancelled": cancelled, "state": job.progress()["state"]}
