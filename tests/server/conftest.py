@@ -55,8 +55,8 @@ class Client:
         return self.api.http.get(self.url + path, params=params, timeout=60)
 
     def infer(self, image: str | None, params, model: str = "medvl_interactive", upload: Path | None = None,
-              raw_params: str | None = None) -> Reply:
-        r = self.api.infer(image, params, model=model, upload=upload, raw_params=raw_params)
+              raw_params: str | None = None, request_id: str | None = None) -> Reply:
+        r = self.api.infer(image, params, model=model, upload=upload, raw_params=raw_params, request_id=request_id)
         mask = read_mask(r.save(Path(tempfile.mkdtemp(dir=self.workdir)) / r.filename)) if r.image else None
         return Reply(r.status, r.json, mask, r.seconds)
 

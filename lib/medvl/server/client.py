@@ -49,8 +49,10 @@ class ServerClient:
         return r.json()
 
     def infer(self, image: str | None, params: dict | None = None, model: str = "medvl_interactive",
-              upload=None, raw_params: str | None = None) -> InferReply:
-        """POST /infer/<model>?image=<id> with `params` as JSON (client_id added if unset)."""
+              upload=None, raw_params: str | None = None, request_id: str | None = None) -> InferReply:
+        """POST /infer/<model>?image=<id> with `params` as JSON (client_id added if unset).
+
+        `request_id`: names the request for `progress(request_id)` and `cancel(request_id)`."""
         params = dict(params or {})
         if self.client_id:
             params.setdefault("client_id", self.client_id)
@@ -59,11 +61,25 @@ class ServerClient:
             upload = Path(upload)
             files["file"] = (upload.name, upload.read_bytes())
         t0 = time.perf_counter()
-        r = self.http.post(f"{self.url}/infer/{model}", params={"image": image} if image else {}, files=files,
-                           timeout=self.timeout_s)
+        query = {"image": image} if image else {}
+        if request_id:
+            query["request_id"] = request_id
+        r = self.http.post(f"{self.url}/infer/{model}", params=query, files=files, timeout=self.timeout_s)
         reply = _split(r)
         reply.seconds = time.perf_counter() - t0
         return reply
+
+    def progress(self, request_id: str) -> dict:
+        """GET /medvl/progress/<id>: state, slices done, their range (see medvl.server.jobs)."""
+        r = self.http.get(f"{self.url}/medvl/progress/{request_id}", timeout=60)
+        r.raise_for_status()
+        return r.json()
+
+    def cancel(self, request_id: str) -> dict:
+        """POST /medvl/cancel/<id>: stop the request at the next slice, keeping what was done."""
+        r = self.http.post(f"{self.url}/medvl/cancel/{request_id}", timeout=60)
+        r.raise_for_status()
+        return r.json()
 
     def put_label(self, image: str, path, tag: str = "final"):
         path = Path(path)

@@ -202,9 +202,9 @@ class InteractiveService:
         elif action == "replay":
             if exists:
                 calls.run("prompt", session.reset, obj_id)
-            _add(session, obj_id, axis, wanted, calls)
+            _add(session, obj_id, axis, wanted, calls, job)
         elif action == "add":
-            _add(session, obj_id, axis, arg, calls)
+            _add(session, obj_id, axis, arg, calls, job)
         if action in ("add", "replay") and obj_id in session.objects:
             session.set_clip(obj_id, clip)  # an undo keeps the ROI of the state it returns to
         if request.propagate and session.needs_propagation(obj_id):
@@ -294,8 +294,12 @@ def _plan(applied: list, current_axis: str | None, wanted: list, axis: str, rese
     return "replay", None
 
 
-def _add(session, obj_id: int, axis: str, prompts: list, calls: _EngineCalls) -> None:
+def _add(session, obj_id: int, axis: str, prompts: list, calls: _EngineCalls, job: Job) -> None:
+    """Apply `prompts` in order; a cancelled (or over-limit) job stops between two prompts, keeping
+    those applied (the next request's prompt set adds the rest)."""
     for prompt in prompts:
+        if job.should_stop():
+            return
         if isinstance(prompt, BoxPrompt):
             calls.run("prompt", session.add_box, prompt.lo, prompt.hi, obj_id=obj_id)
         else:
