@@ -243,7 +243,7 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.connectButton.enabled = not busy
         self.ui.segmentButton.enabled = not busy and server is not None
         self.ui.propagateButton.enabled = not busy and obj is not None and obj.current is not None
-        self.ui.undoButton.enabled = not busy and obj is not None and bool(obj.history)
+        self.ui.undoButton.enabled = not busy and obj is not None and obj.undo_steps > 0
         self.ui.resetButton.enabled = not busy and obj is not None
         self.ui.acceptButton.enabled = not busy and state is not None and bool(state.objects)
         hasText = server is not None and bool(server.text_task)

@@ -10,7 +10,9 @@ Lifecycle (what the Widget's buttons call, and what the tests call directly):
     logic.undo(1); logic.reset(); logic.accept()        # accept saves to /datastore/label
 
 Every request carries the object's whole prompt set (`prompts.PromptSet`); the server diffs
-it against what it applied. Undo sends the previous set; recovery resends the last ones.
+it against what it applied, and its answer says which set it now holds (`prompt_set`): the
+server's session is the one history. Undo asks the server to undo (`undo: 1`); recovery
+resends the sets the server last said it held.
 
 Threading: the `send*` methods and `keepalive`/`upload` only do network and may run in a
 worker thread; every other method creates or modifies MRML nodes and must run on the main
@@ -60,18 +62,27 @@ class ServerInfo:
 
 @dataclass
 class ObjectState:
-    """One object of the session: one segment, the prompt sets the server applied."""
+    """One object of the session: one segment, and what the server's last answer said of it."""
 
     obj_id: int  # server-side object id; also the segment's MedVLSlicer.obj_id tag
     name: str  # segment name and the server `label`, from the object's first prompt set
     segment_id: str  # id of its segment in the segmentation node
-    history: list = field(default_factory=list)  # PromptSets answered, oldest first; [-1] is current
+    current: Optional[PromptSet] = None  # the prompt set the server holds (from its last answer)
+    undo_steps: int = 0  # prompts the server can undo on this object (from its last answer)
     voxels: int = 0  # segment size after the last answer
     in_sync: bool = False  # segment == server's mask, so a changed-box crop can be pasted
 
-    @property
-    def current(self) -> Optional[PromptSet]:
-        return self.history[-1] if self.history else None
+    def take_reply(self, result: InferResult, sent: PromptSet) -> None:
+        """Adopt the server's view of the object from an answer to `sent`."""
+        held = result.params.get(protocol.R_PROMPT_SET)
+        if isinstance(held, dict):
+            self.current = PromptSet.from_reply(self.obj_id, held, sent)
+            self.undo_steps = int(held.get("undo_steps") or 0)
+        else:  # a server without prompt_set: what we sent is what it holds
+            self.current = sent
+            self.undo_steps = len(sent.foreground) + len(sent.background) + len(sent.boxes) + bool(sent.text)
+        if self.current is not None and self.current.is_empty():
+            self.current = None
 
 
 @dataclass
@@ -282,14 +293,28 @@ class InteractiveLogic:
             self._note_generation(answer)
 
     def send_undo(self, obj_id: int, propagate: bool = True, should_cancel=None) -> InferResult:
-        """Network only: resend the object's previous prompt set (the server undoes the last
-        prompts, or resets the object when there is no earlier set). `propagate`: propagate
-        the restored state if it had not been (as Segment would)."""
+        """Network only: ask the server to undo the object's last prompt (`undo: 1`); its answer
+        names the set it returns to. `propagate`: propagate the restored state if it had not
+        been (as Segment would). After a session expiry, the server's state is re-created
+        from the sets it last held, then undone."""
         obj = self._object(obj_id)
-        if not obj.history:
+        if obj.current is None or obj.undo_steps < 1:
             raise PromptError(f"object {obj_id} ({obj.name}) has nothing to undo")
-        previous = obj.history[-2] if len(obj.history) > 1 else PromptSet(obj_id=obj_id, axis=obj.current.axis)
-        return self.send(previous, propagate=propagate, should_cancel=should_cancel)
+        state, client = self._state(), self._client()
+        if not state.session_id:
+            self._recover(skip=0)
+        params = dict(self._params(obj.current, propagate, crop=False), **{protocol.P_UNDO: 1})
+        try:
+            return client.infer(protocol.INTERACTIVE_TASK, params, session_id=state.session_id,
+                                should_cancel=should_cancel)
+        except SessionExpiredError as error:
+            logger.info("server lost our session (%s); re-creating it before the undo", error.reason)
+            self._recover(skip=0)
+            params = dict(self._params(obj.current, propagate, crop=False), **{protocol.P_UNDO: 1})
+            result = client.infer(protocol.INTERACTIVE_TASK, params, session_id=state.session_id,
+                                  should_cancel=should_cancel)
+            result.params["recovered"] = True
+            return result
 
     def send_reset(self, obj_ids=None) -> list:
         """Network only: clear the objects' prompts on the server (all by default); returns
@@ -373,8 +398,7 @@ class InteractiveLogic:
             obj = ObjectState(prompts.obj_id, name, masks.ensure_segment(segmentation, name, prompts.obj_id))
         self._write_answer(obj, result)
         state.objects[prompts.obj_id] = obj  # only once the answer is in the scene
-        if obj.current != prompts:
-            obj.history.append(prompts)
+        obj.take_reply(result, prompts)
         self._record(result)
         return obj
 
@@ -382,7 +406,7 @@ class InteractiveLogic:
         """Main thread: show the mask recomputed from the object's previous prompt set."""
         obj = self._object(obj_id)
         self._write_answer(obj, result)
-        obj.history.pop()
+        obj.take_reply(result, obj.current or PromptSet(obj_id=obj_id))
         self._record(result)
         return obj
 

@@ -27,8 +27,9 @@ class PromptSet:
 
     The server takes an object's whole prompt set with each request and diffs it against
     what it applied (`medvl.server.protocol`): one more click is an add, one click less an
-    undo, anything else a replay on cached embeddings. So this is what the Logic sends,
-    keeps for undo, and resends after a session expiry.
+    undo, anything else a replay on cached embeddings. The server's answer echoes the set it
+    holds (`R_PROMPT_SET`): the Logic keeps that one (no history of its own) and resends it
+    after a session expiry.
     """
 
     obj_id: int  # server-side object id (1, 2, ...): one segment per object
@@ -46,6 +47,15 @@ class PromptSet:
         self.foreground = [[int(v) for v in p] for p in self.foreground]
         self.background = [[int(v) for v in p] for p in self.background]
         self.boxes = [([int(v) for v in lo], [int(v) for v in hi]) for lo, hi in self.boxes]
+
+    @classmethod
+    def from_reply(cls, obj_id: int, held: dict, sent: "PromptSet") -> "PromptSet":
+        """The prompt set the server says it holds for the object (a reply's `prompt_set`);
+        a text object keeps the text that made it (`sent`)."""
+        if held.get("whole_mask"):
+            return sent
+        return cls(obj_id=obj_id, axis=held.get("axis") or sent.axis, foreground=held.get("foreground") or [],
+                   background=held.get("background") or [], boxes=[tuple(b) for b in held.get("boxes") or []])
 
     @property
     def kind(self) -> str:

@@ -53,6 +53,7 @@ R_LATENCIES = "latencies"  # {stage: seconds}
 R_CROP = "crop"  # {"offset_ijk": [i, j, k], "size_ijk": [...]} when cropped
 R_CHANGED = "changed"  # false with crop: nothing changed, no mask file
 R_SESSION = "session"  # {"key", "medvl_session": generation, "requests"}
+R_PROMPT_SET = "prompt_set"  # the object's prompts as the server holds them + "undo_steps", "whole_mask"
 R_SLICE_RANGE = "slice_range"  # [first, last] slice holding the object, along its axis
 R_VOXELS = "voxels"  # number of object voxels
 R_VOLUME_ML = "volume_ml"  # object volume in mL

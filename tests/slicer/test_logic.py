@@ -35,7 +35,9 @@ def grid_file(array_kji, volume, offset_ijk, path) -> bytes:
 
 class StandInClient:
     """MedVLClient's API, answered from `truth`: any positive prompt -> the label, minus the
-    k slice of each background click; an empty prompt set -> nothing."""
+    k slice of each background click; an empty prompt set -> nothing. Like the server, it
+    keeps each object's prompt sets, echoes the one it holds (`prompt_set`) and undoes
+    (`undo: 1`: back to the set before)."""
 
     server_url = "http://stand-in"
     client_id = "stand-in"
@@ -45,6 +47,7 @@ class StandInClient:
         self.session, self.generation = "", "g1"  # live upload session and engine generation
         self.uploads, self.requests, self.saved, self.touched = [], [], [], 0
         self.masks = {}  # obj_id -> last mask sent, what a crop is relative to
+        self.sets = {}  # obj_id -> prompt sets held, oldest first (the server's history)
 
     def info(self):
         return {"name": "stand-in", "labels": ["lesion"], "models": {"medvl_interactive": {}, "medvl_report": {}}}
@@ -72,12 +75,24 @@ class StandInClient:
         if model == "medvl_report":
             return InferResult({"report": "1 lesion, right upper lobe", "session": {"medvl_session": self.generation}})
         obj = params["obj_id"]
-        mask = self.truth.copy() if params.get("foreground") or params.get("boxes") else np.zeros_like(self.truth)
-        for i, j, k in params.get("background", []):
+        held = self.sets.setdefault(obj, [])
+        if params.get("undo"):
+            held.pop()
+            action = "undo"
+        else:
+            wanted = {key: params.get(key) or [] for key in ("foreground", "background", "boxes")}
+            if not held or held[-1] != wanted:
+                held.append(wanted)
+            action = "add"
+        now = held[-1] if held else {"foreground": [], "background": [], "boxes": []}
+        mask = self.truth.copy() if now["foreground"] or now["boxes"] else np.zeros_like(self.truth)
+        for i, j, k in now["background"]:
             mask[k] = 0
         before, self.masks[obj] = self.masks.get(obj, np.zeros_like(mask)), mask
+        steps = sum(len(v) for v in now.values())
         info = {"session": {"medvl_session": self.generation}, "latencies": {"total": 0.02, "infer": 0.01},
-                "voxels": int(mask.sum()), "action": "add"}
+                "voxels": int(mask.sum()), "action": action,
+                "prompt_set": dict(now, axis=params.get("axis", "k"), undo_steps=steps, whole_mask=False)}
         n = len(self.requests)
         if params.get("crop"):
             changed = np.argwhere(before != mask)
@@ -138,9 +153,9 @@ def test_points_then_correction_then_undo(session):
     np.testing.assert_array_equal(segment_of(logic, 1), expected)  # the crop was pasted in place
 
     logic.undo(1)
-    assert stand_in.requests[-1]["background"] == [] and stand_in.requests[-1]["foreground"] == [click]
+    assert stand_in.requests[-1]["undo"] == 1  # the server undoes: it holds the history
     np.testing.assert_array_equal(segment_of(logic, 1), truth)
-    assert logic.state.objects[1].history == [first]
+    assert logic.state.objects[1].current == first and logic.state.objects[1].undo_steps == 1
     assert logic.state.latencies["total"] == 0.02 and logic.state.latencies["round_trip"] == 0.02
 
 
@@ -151,7 +166,7 @@ def test_unchanged_crop_answer_keeps_the_segment(session):
     logic.segment(prompts, propagate=True)  # Propagate: same set again, nothing changes here
     assert stand_in.requests[-1]["propagate"] is True and stand_in.requests[-1]["crop"] is True
     np.testing.assert_array_equal(segment_of(logic, 1), truth)
-    assert len(logic.state.objects[1].history) == 1
+    assert logic.state.objects[1].current == prompts and logic.state.objects[1].undo_steps == 1
 
 
 def test_expired_upload_is_re_created_and_other_objects_replayed(session):

@@ -32,9 +32,9 @@ import numpy as np
 from medvl.errors import PromptError, SessionError
 from medvl.io import read_volume
 from medvl.server import results
-from medvl.server.protocol import (AXES, BoxPrompt, InteractiveRequest, check_in_volume, parse_request, roi_boxes,
-                                   session_key)
 from medvl.server.jobs import JOB_KEY, Job, JobRegistry
+from medvl.server.protocol import (AXES, BoxPrompt, InteractiveRequest, PointPrompt, check_in_volume, parse_request,
+                                   roi_boxes, session_key)
 from medvl.server.sessions import SessionEntry, SessionStore
 from medvl.server.settings import ServerSettings
 
@@ -134,6 +134,7 @@ class InteractiveService:
                         geometry = results.crop_geometry(geometry, offset)
                         info["crop"] = {"offset_ijk": list(offset), "size_ijk": results.size_ijk(labels)}
             info["label_names"] = self._label_names(entry, info["obj_id"], label, request)
+            info["prompt_set"] = prompt_set_json(entry.session, info["obj_id"])
             engine = self.engine()
             info["engine"] = {"name": engine.name, "model": getattr(engine, "label", engine.name)}
             info["session"] = {"key": key, "medvl_session": entry.generation, "requests": entry.requests + 1}
@@ -333,6 +334,22 @@ def _propagate(session, obj_id: int, calls: _EngineCalls, job: Job, entry: Sessi
         if clip is not None:
             passed["below"] |= index < lo
             passed["above"] |= index > hi
+
+
+def prompt_set_json(session, obj_id: int) -> dict:
+    """The object's prompt set as the session holds it, in request form (`foreground`,
+    `background`, `boxes`, `axis`), plus `undo_steps` (prompts `undo` can remove) and
+    `whole_mask` (a text result): a client shows and resends this instead of keeping its own."""
+    log = session.prompt_log(obj_id)
+    exists = obj_id in session.objects
+    return {
+        "foreground": [list(p.ijk) for p in log if isinstance(p, PointPrompt) and p.positive],
+        "background": [list(p.ijk) for p in log if isinstance(p, PointPrompt) and not p.positive],
+        "boxes": [[list(p.lo), list(p.hi)] for p in log if isinstance(p, BoxPrompt)],
+        "axis": session.object_axis(obj_id) if exists else None,
+        "undo_steps": len(log),
+        "whole_mask": session.is_whole_mask(obj_id),
+    }
 
 
 def latencies(timer: Timer, total: float, infer=("prompt", "propagate", "solve")) -> dict:

@@ -32,6 +32,12 @@ MedVL additions:
   voxel value = object id).
 - `propagate`: false -> only the prompted slices (no propagation).
 
+Every mask answer carries `prompt_set`: the object's prompts as the server's session holds
+them (`foreground`, `background`, `boxes`, `axis`, `undo_steps`, `whole_mask`) - the one
+history; clients show and resend it, and undo with `undo`, instead of keeping their own.
+`request_id` (query parameter of `/infer`) names a request for progress and cancel
+(`medvl.server.jobs`).
+
 Language tasks (`medvl.server.language`), same session keys (`client_id`, MONAI Label
 `session_id`, `medvl_session`) so their results and the interactive objects meet:
 

@@ -108,7 +108,7 @@ async def run_inference(
         if session_id:
             session = instance.sessions().get_session(session_id)
             if not session:
-                raise HTTPException(404, f"session_id {session_id[:80]!r} is unknown or expired: create a new "
+                raise HTTPException(410, f"session_id {session_id[:80]!r} is unknown or expired: create a new "
                                          "session (PUT /session/) or send ?image=<id>")
             body["image"], body["session"] = session.image, session.to_json()
         body[JOB_KEY] = job.id  # set last: a client's value never names another request's job
