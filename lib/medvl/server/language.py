@@ -17,11 +17,14 @@ maps requests (`medvl.server.protocol.parse_language_request`) onto sessions and
 - vqa: `answer(volume, question, masks)` with the masks of the named session objects.
 
 Locks (`medvl.server.sessions`): a request holds its session's lock throughout; every
-language-layer call runs under the compute lock, because the layer's process-wide caches
-(sentence encoder, `anatomy_for`, nodule candidates) are not thread-safe. With `refine`
-"engine" or "auto" the nodule solver refines by the client's own engine session, so it
-shares the embedding cache with the client's clicks: a text request uses the object it
-addresses; report and vqa use a free object id and forget it afterwards.
+language-layer call runs under the language lock (`LanguageService.language_lock`, taken
+after the session lock), because the layer's process-wide caches (sentence encoder,
+`anatomy_for`, nodule candidates) are not thread-safe. With `refine` "engine" or "auto" the
+nodule solver refines by the client's own engine session, so it shares the embedding cache
+with the client's clicks; it gets that session as a `StepLockedSession`, so each engine
+step takes the compute lock on its own and clicks on other sessions wait for one step at
+most, not for the whole solve. A text request uses the object it addresses; report and vqa
+use a free object id and forget it afterwards.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from medvl.server.interactive import InteractiveService, Timer, latencies
+from medvl.server.locked_session import StepLockedSession
 from medvl.server.protocol import LanguageRequest, parse_language_request
 from medvl.server.sessions import SessionEntry
 
@@ -53,6 +57,7 @@ class LanguageService:
         self.settings = service.settings
         self._report_root: Path | None = None  # created on the first report
         self._report_lock = threading.Lock()  # guards `_report_root` creation and pruning (no other lock inside)
+        self.language_lock = threading.Lock()  # the language layer's caches: one language call at a time
 
     # ---- medvl_text ----------------------------------------------------------------------
     def text(self, params: dict, image_path: str, image_id: str, out_path: str | None,
@@ -70,7 +75,7 @@ class LanguageService:
             from medvl.language import SolveSettings, solve
 
             settings = SolveSettings(refine=self._refine(request), obj_id=obj_id)
-            session = entry.session if settings.refine != "hu" else None
+            session = self._engine_session(entry) if settings.refine != "hu" else None
             stats0 = entry.session.stats()
 
             def run():
@@ -104,7 +109,7 @@ class LanguageService:
             masks = self._masks(entry, request, timer)
             scratch = _free_obj_id(entry)
             settings = SolveSettings(refine=self._refine(request), obj_id=scratch)
-            session = entry.session if settings.refine != "hu" else None
+            session = self._engine_session(entry) if settings.refine != "hu" else None
             with timer.stage("solve"):
                 report = self._locked(_forgetting(entry, scratch, build_report), entry.volume, masks,
                                       texts=request.texts, session=session, narrator=request.narrator,
@@ -142,7 +147,7 @@ class LanguageService:
             masks = self._masks(entry, request, timer) if request.objects else {}
             scratch = _free_obj_id(entry)
             settings = SolveSettings(refine=self._refine(request), obj_id=scratch)
-            session = entry.session if settings.refine != "hu" else None
+            session = self._engine_session(entry) if settings.refine != "hu" else None
             with timer.stage("solve"):
                 ans = self._locked(_forgetting(entry, scratch, answer), entry.volume, request.question, masks,
                                    session=session, settings=settings, timer=timer)
@@ -152,12 +157,16 @@ class LanguageService:
 
     # ---- shared ----------------------------------------------------------------------------
     def _locked(self, fn, *args, timer: Timer | None = None, **kwargs):
-        """`fn(*args, **kwargs)` under the compute lock; the wait is timed as "wait_compute"."""
+        """`fn(*args, **kwargs)` under the language lock; the wait is timed as "wait_language"."""
         t0 = time.perf_counter()
-        with self.service.compute_lock:
+        with self.language_lock:
             if timer is not None:
-                timer.stages["wait_compute"] = timer.stages.get("wait_compute", 0.0) + time.perf_counter() - t0
+                timer.stages["wait_language"] = timer.stages.get("wait_language", 0.0) + time.perf_counter() - t0
             return fn(*args, **kwargs)
+
+    def _engine_session(self, entry: SessionEntry) -> StepLockedSession:
+        """The entry's session for the language layer: engine steps under the compute lock."""
+        return StepLockedSession(entry.session, self.service.compute_lock)
 
     def _refine(self, request: LanguageRequest) -> str:
         return request.refine or self.settings.text_refine

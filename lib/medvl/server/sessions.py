@@ -23,10 +23,15 @@ Locks, always taken in this order (never the reverse, so no cycle can form):
    (volume load, prompts, propagation, mask extraction), so two requests of one client
    run one after the other and see each other's prompts.
 3. The compute lock - one per process (`InteractiveService.compute_lock`). Held around
-   engine calls and language-layer calls (grounding, solvers, reports, answers: their
-   process-wide caches - the sentence encoder, `anatomy_for` - are not thread-safe),
-   always inside a session lock when there is one: requests on different sessions
-   decode and write files in parallel but share the CPU/GPU one at a time.
+   each engine call - one prompt, or ONE propagation step (one slice) - and around
+   language-layer calls (grounding, solvers, reports, answers: their process-wide caches -
+   the sentence encoder, `anatomy_for` - are not thread-safe), always inside a session lock
+   when there is one. So requests on different sessions decode and write files in
+   parallel, share the CPU/GPU one step at a time, and a click on another session waits
+   for at most one slice of a running propagation.
+
+Requests run in worker threads (`medvl.server.routes_infer`), never on the event loop, so
+`/info/` and the other routes answer while inference runs.
 """
 
 from __future__ import annotations
