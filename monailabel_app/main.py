@@ -6,8 +6,11 @@ Start it with `medvl serve` (or `python -m monailabel.main start_server --app mo
 
 What this class adds to `MONAILabelApp`:
 - `infer` answers an unknown model or image with 404 and medvl errors with their 4xx
-  (`medvl.server.http`), before and around the stock code;
-- a local datastore that rejects non-image uploads and writes labels atomically;
+  (`medvl.server.http`), before and around the stock code; its image is only ever a
+  datastore id, a checked upload or a MONAI Label session image, never a path a client
+  named; `save_label` / `label_tag` are checked and saved here (contained, atomic);
+- a local datastore contained in the studies folder, with checked uploads and atomic
+  writes (`lib.datastore`, `medvl.server.containment`, `medvl.server.uploads`);
 - MONAI Label's periodic session cleanup also expires idle medvl sessions;
 - batch inference keeps one image's error to that image (`lib.batch_infer`).
 """
@@ -27,7 +30,10 @@ from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
 
 import medvl
+from medvl.server.containment import check_name, inside, shown
 from medvl.server.http import as_http
+from medvl.server.protocol import BadRequestError
+from medvl.server.uploads import UPLOAD_KEY, tmp_dir
 from medvl.server.interactive import InteractiveService
 from medvl.server.language import LanguageService
 from medvl.server.settings import ServerSettings
@@ -51,11 +57,17 @@ class MedVLApp(MONAILabelApp):
         )
         logger.info("MedVL settings: %s", self.settings)
 
+    @property
+    def studies_tmp(self) -> str:
+        """Where uploads wait while they are checked and used (`medvl.server.uploads`)."""
+        return str(tmp_dir(self.studies))
+
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):
             return super().init_datastore()
         return CheckedLocalDatastore(
             self.studies,
+            max_voxels=self.settings.max_voxels,
             extensions=monailabel_settings.MONAI_LABEL_DATASTORE_FILE_EXT,
             auto_reload=monailabel_settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
             read_only=monailabel_settings.MONAI_LABEL_DATASTORE_READ_ONLY,
@@ -71,29 +83,60 @@ class MedVLApp(MONAILabelApp):
         model = request.get("model")
         if model not in self._infers:
             raise HTTPException(404, f"unknown model {model!r}; this server has: {', '.join(sorted(self._infers))}")
-        request["image_id"] = image_id = self._image_id(request, datastore or self.datastore())
-        with as_http(upload=request["image"] if image_id.startswith("upload-") else None):
-            return super().infer(request, datastore)
+        datastore = datastore or self.datastore()
+        save, tag = _save_flag(request.pop("save_label", False)), request.pop("label_tag", None) or "original"
+        image_id, path, upload = self._image(request, datastore)
+        request.update(image=path, image_id=image_id)  # a server path: the stock infer never saves by itself
+        with as_http(upload=upload):
+            if save:
+                check_name(tag, "label_tag")
+                if image_id not in datastore.list_images():
+                    raise BadRequestError("save_label needs ?image=<datastore id>: an upload or a MONAI Label "
+                                          "session image has no datastore entry to label (PUT /datastore/image first)")
+            result = super().infer(request, datastore)
+            if save and result.get("file"):
+                result["label"] = datastore.save_label(image_id, result["file"], tag,
+                                                       {"model": model, "params": result.get("params")})
+                result["tag"] = tag
+        return result
 
-    def _image_id(self, request: dict, datastore: Datastore) -> str:
-        """The id a session is keyed by: datastore id, MONAI Label session image, or upload digest."""
+    def _image(self, request: dict, datastore: Datastore) -> tuple[str, str, str | None]:
+        """(session key id, file to read, upload path or None) - never a path the client named.
+
+        The image is a datastore id, an upload the /infer route stored in the studies' tmp
+        folder (`_medvl_upload`), or a MONAI Label session's image (`session`, set by the route)."""
+        upload = request.pop(UPLOAD_KEY, None)
+        if upload:
+            path = str(inside(self.studies_tmp, upload))
+            return "upload-" + _digest(path), path, path
         image = request.get("image")
-        if not isinstance(image, str):
-            return "array"
-        if request.get("session"):
-            return os.path.basename(image)
-        if os.path.exists(image):  # an uploaded file (or a server-side path): key by content
-            with open(image, "rb") as f:
-                return "upload-" + hashlib.sha1(f.read()).hexdigest()[:16]
+        session = request.get("session")
+        if session and isinstance(image, str):
+            return os.path.basename(image), str(inside(self.sessions().store_path, image)), None
         if not image:
             raise HTTPException(400, "no image: pass ?image=<datastore id>, upload a file, or a live session_id "
                                      "(an expired session_id leaves no image; create a new session)")
-        if not datastore.get_image_uri(image):
-            raise HTTPException(404, f"unknown image {image!r}; GET /datastore/?output=all lists the image ids")
-        return image
+        path = datastore.get_image_uri(image) if isinstance(image, str) else ""
+        if not path:
+            raise HTTPException(404, f"unknown image {shown(image)}; GET /datastore/?output=all lists the image ids")
+        return image, path, None
 
     def cleanup_sessions(self):
         super().cleanup_sessions()
         dropped = self.service.store.sweep()
         if dropped:
             logger.info("expired %d idle medvl sessions", dropped)
+
+
+def _save_flag(value) -> bool:
+    if value in (True, False, 0, 1, "true", "false", "True", "False", "1", "0", None):
+        return str(value).lower() in ("true", "1")
+    raise BadRequestError(f"save_label must be true or false, got {shown(value)}")
+
+
+def _digest(path: str) -> str:
+    sha = hashlib.sha1()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            sha.update(chunk)
+    return sha.hexdigest()[:16]

@@ -8,7 +8,10 @@ image), which the stock server answers with a bare 500. Started by plain
 few requests get 500 instead of 4xx.
 
 Our routes: `POST /infer/<model>` replaces the stock one (off the event loop, cancel and
-progress: `medvl.server.routes_infer`). `GET /medvl/report/<report id>/<report.json | report.md |
+progress, contained uploads: `medvl.server.routes_infer`); `PUT /datastore/image` and
+`PUT /datastore/label` replace the stock ones (`medvl.server.routes_datastore`); request
+bodies over `max_upload_mb` are refused with 413 before they are stored
+(`medvl.server.uploads.BodyLimitMiddleware`). `GET /medvl/report/<report id>/<report.json | report.md |
 overview.png>` (`medvl.server.language.REPORT_ROUTE`) serves the files of a
 `medvl_report` answer (404 once pruned or for an unknown id).
 """
@@ -26,7 +29,9 @@ from monailabel.interfaces.exception import ImageNotFoundException, LabelNotFoun
 
 from medvl.errors import MedVLError
 from medvl.server.http import one_line, status_for
-from medvl.server import routes_infer
+from medvl.server import routes_datastore, routes_infer
+from medvl.server.settings import ServerSettings
+from medvl.server.uploads import BodyLimitMiddleware
 from medvl.server.language import REPORT_ROUTE
 
 logger = logging.getLogger(__name__)
@@ -62,6 +67,19 @@ async def _medvl_error(request: Request, error: MedVLError):
 
 
 routes_infer.install(app)  # /infer off the event loop; /medvl/progress, /medvl/cancel
+routes_datastore.install(app)  # PUT /datastore/image and /label: bounded, contained uploads
+
+
+def _body_limit() -> int:
+    """The loaded app's `max_upload_mb` (+ 1 MiB of form fields), in bytes; the default before it loads."""
+    from monailabel.interfaces.utils import app as app_utils
+
+    loaded = next(iter(app_utils.apps.values()), None)
+    mb = getattr(getattr(loaded, "settings", None), "max_upload_mb", ServerSettings.max_upload_mb)
+    return (int(mb) + 1) << 20
+
+
+app.add_middleware(BodyLimitMiddleware, limit_bytes=_body_limit)
 
 _MEDIA = {".json": "application/json", ".md": "text/markdown", ".png": "image/png"}
 

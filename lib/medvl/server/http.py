@@ -14,10 +14,12 @@ from medvl.server.jobs import JobConflictError, JobError, WorkLimitError
 from medvl.server.protocol import BadRequestError
 from medvl.server.sessions import SessionGoneError
 from medvl.server.settings import ConfigError
+from medvl.server.uploads import UploadTooLargeError
 
 # First match wins: subclasses before their bases.
 _STATUS: tuple[tuple[type, int], ...] = (
     (SessionGoneError, 410),  # evicted or expired: start a new session
+    (UploadTooLargeError, 413),  # over max_upload_mb / max_voxels
     (PromptError, 400),
     (BadRequestError, 400),
     (ImageReadError, 400),  # non-image or corrupt upload / file

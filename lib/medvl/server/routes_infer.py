@@ -9,7 +9,11 @@ answers) and adds:
 - `request_id` (query, optional): names the request for `GET /medvl/progress/<id>` and
   `POST /medvl/cancel/<id>` (`medvl.server.jobs`); the answer carries it in the JSON and the
   `X-MedVL-Request-Id` header; a client that disconnects cancels its request;
-- bad input is a 4xx with one line (no image, `params` not a JSON object, unknown session).
+- bad input is a 4xx with one line (no image, `params` not a JSON object, unknown session);
+- an uploaded `file` is streamed into the studies' tmp folder with the upload limits and
+  checked before use (`medvl.server.uploads`), and deleted after; the image is only ever
+  that upload, a datastore id or a MONAI Label session image: `params` keys that would name
+  another (`image`, `session`, ...: `RESERVED_KEYS`) are dropped.
 
 Engine work takes the compute lock per slice step (`medvl.server.interactive`), so a click on
 another session waits for at most one slice of a running propagation.
@@ -36,6 +40,7 @@ from monailabel.utils.others.generic import remove_file
 from medvl.server.http import one_line
 from medvl.server.jobs import JOB_KEY
 from medvl.server.routing import replace_route
+from medvl.server.uploads import UPLOAD_KEY, check_image_file, receive_upload
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +48,8 @@ PROGRESS_ROUTE = "/medvl/progress/{request_id}"  # GET: a running (or recent) re
 CANCEL_ROUTE = "/medvl/cancel/{request_id}"  # POST: stop it at the next slice, keeping what was done
 REQUEST_ID_HEADER = "X-MedVL-Request-Id"
 _POLL_S = 0.2  # how often a waiting request checks whether its client is still there
+RESERVED_KEYS = frozenset({"model", "image", "session", "image_id", "image_path", UPLOAD_KEY, JOB_KEY, "_id",
+                           "_image_id", "description"})
 
 
 def install(app) -> None:
@@ -93,18 +100,21 @@ async def run_inference(
         raise HTTPException(400, f"params must be a JSON object, got {type(extra).__name__}: send e.g. "
                                  "{\"foreground\": [[10, 20, 3]]}")
 
+    for key in RESERVED_KEYS & extra.keys():  # set by this route or MONAI Label, never by a client
+        logger.info("params key %r is set by the server; the client's value is ignored", key)
+        del extra[key]
+
     job = service.jobs.start(model, request_id)  # JobError -> 400/409 via the app's handlers
     upload = None
     try:
-        body = {"model": model, "image": image}
         if file:
-            upload = await _save_upload(file)
-            body["image"] = upload
-            body["_medvl_upload"] = upload
+            upload = await receive_upload(file, instance.studies, instance.settings.max_upload_mb)
+            await run_in_threadpool(check_image_file, upload, instance.settings.max_voxels)
+        body = {"model": model, "image": image}
         body.update(instance.info().get("config", {}).get("infer", {}))
         body.update(extra)
         if upload:
-            body["image"] = upload
+            body[UPLOAD_KEY] = str(upload)
         if session_id:
             session = instance.sessions().get_session(session_id)
             if not session:
@@ -118,7 +128,7 @@ async def run_inference(
         raise
     finally:
         if upload:
-            background_tasks.add_task(remove_file, upload)
+            upload.unlink(missing_ok=True)
     service.jobs.finish(job)
     if isinstance(result, dict) and isinstance(result.get("params"), dict):
         result["params"]["request_id"] = job.id
@@ -138,16 +148,6 @@ async def _run_cancellable(request: Request, job, fn, *args):
         if not job.cancel_event.is_set() and await request.is_disconnected():
             logger.info("request %s: client disconnected, cancelling", job.id)
             job.cancel("the client disconnected")
-
-
-async def _save_upload(file: UploadFile) -> str:
-    """The uploaded image in a temporary file (the suffix kept for the reader)."""
-    suffix = "".join(os.path.basename(file.filename or "upload.nii.gz").partition(".")[1:]) or ".nii.gz"
-    fd, path = tempfile.mkstemp(prefix="medvl-upload-", suffix="." + suffix.lstrip(".")[:20])
-    with os.fdopen(fd, "wb") as out:
-        while chunk := await file.read(1 << 20):
-            out.write(chunk)
-    return path
 
 
 async def progress(request_id: str, mask: bool = False,

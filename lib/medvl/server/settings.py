@@ -38,6 +38,8 @@ class ServerSettings:
     report_dir: str = ""  # where medvl_report writes report.json/.md/overview.png; "" = a temporary folder
     reports_kept: int = 64  # newest reports kept in report_dir (older ones deleted)
     max_propagation_s: float = 300.0  # propagation compute one request may use; then it stops, keeping what was done
+    max_upload_mb: int = 1024  # largest upload (image or label file, as sent); bigger bodies get HTTP 413
+    max_voxels: int = 512 * 512 * 2048  # largest image an upload may declare (voxels; data <= 4 bytes each)
     engine_conf: tuple[tuple[str, str], ...] = ()  # the engine's own --conf pairs ("<engine>_...", e.g. sam2_config)
 
     def __post_init__(self):
@@ -53,6 +55,8 @@ class ServerSettings:
             raise ConfigError(f"text_refine {self.text_refine!r} is not one of hu, engine, auto")
         if self.max_propagation_s <= 0:
             raise ConfigError(f"max_propagation_s must be > 0 seconds, got {self.max_propagation_s}")
+        if self.max_upload_mb < 1 or self.max_voxels < 1:
+            raise ConfigError(f"max_upload_mb and max_voxels must be >= 1, got {self.max_upload_mb}, {self.max_voxels}")
         if self.reports_kept < 1:
             raise ConfigError(f"reports_kept must be >= 1, got {self.reports_kept}")
         if not self.labels or any(not name for name in self.labels):
