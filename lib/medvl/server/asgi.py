@@ -11,6 +11,11 @@ Our routes: `POST /infer/<model>` replaces the stock one (off the event loop, ca
 progress: `medvl.server.routes_infer`). `GET /medvl/report/<report id>/<report.json | report.md |
 overview.png>` (`medvl.server.language.REPORT_ROUTE`) serves the files of a
 `medvl_report` answer (404 once pruned or for an unknown id).
+
+Access (`medvl.server.auth`, docs/server_security.md): every route, MONAI Label's included,
+passes `AuthMiddleware` (bearer tokens, admin routes, read-only). MONAI Label's CORS middleware
+(any origin with credentials when MONAI_LABEL_CORS_ORIGINS is empty) is replaced by one that
+allows only the configured origins (`medvl serve --cors-origin`), none by default.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import logging
 
 from fastapi import HTTPException, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from monailabel.app import app
 from monailabel.interfaces.exception import ImageNotFoundException, LabelNotFoundException, MONAILabelError, \
@@ -26,7 +32,7 @@ from monailabel.interfaces.exception import ImageNotFoundException, LabelNotFoun
 
 from medvl.errors import MedVLError
 from medvl.server.http import one_line, status_for
-from medvl.server import routes_infer
+from medvl.server import auth, routes_infer
 from medvl.server.language import REPORT_ROUTE
 
 logger = logging.getLogger(__name__)
@@ -62,6 +68,21 @@ async def _medvl_error(request: Request, error: MedVLError):
 
 
 routes_infer.install(app)  # /infer off the event loop; /medvl/progress, /medvl/cancel
+
+
+def _install_access(app) -> None:
+    """Outermost CORS (configured origins only), then AuthMiddleware, then MONAI Label's app."""
+    app.user_middleware[:] = [m for m in app.user_middleware if m.cls is not CORSMiddleware]
+    app.add_middleware(auth.AuthMiddleware)
+    origins = auth.cors_origins()
+    if origins:
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_credentials=False, allow_methods=["*"],
+                           allow_headers=["*"])
+    logger.info("access: %s; cross-origin requests from %s", auth.Policy.from_env().describe(),
+                ", ".join(origins) or "nowhere")
+
+
+_install_access(app)
 
 _MEDIA = {".json": "application/json", ".md": "text/markdown", ".png": "image/png"}
 

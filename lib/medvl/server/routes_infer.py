@@ -33,6 +33,7 @@ from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.utils.app import app_instance
 from monailabel.utils.others.generic import remove_file
 
+from medvl.server.auth import check_save_label
 from medvl.server.http import one_line
 from medvl.server.jobs import JOB_KEY
 from medvl.server.routing import replace_route
@@ -92,6 +93,7 @@ async def run_inference(
     if not isinstance(extra, dict):
         raise HTTPException(400, f"params must be a JSON object, got {type(extra).__name__}: send e.g. "
                                  "{\"foreground\": [[10, 20, 3]]}")
+    check_save_label(request.scope, extra)  # save_label writes the datastore: admin token (medvl.server.auth)
 
     job = service.jobs.start(model, request_id)  # JobError -> 400/409 via the app's handlers
     upload = None
