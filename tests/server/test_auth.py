@@ -111,6 +111,16 @@ def test_every_route_monailabel_reserves_for_its_admin_role_is_an_admin_route_he
         assert any(r.matches(method, concrete) for r in auth.ADMIN_ROUTES), f"{method} {path} is admin in MONAI Label"
 
 
+def test_rules_match_their_routes_only():
+    dataset = next(r for r in auth.ADMIN_ROUTES if r.path == "/datastore/dataset")
+    assert dataset.matches("GET", "/datastore/dataset/") and dataset.matches("HEAD", "/datastore/dataset")
+    assert not dataset.matches("GET", "/datastore/") and not dataset.matches("POST", "/datastore/dataset")
+    policy = auth.Policy(token=USER, admin_token=ADMIN)
+    assert policy.decide("GET", "/datastore/image", USER)[0] == 0  # downloading one image is a user route
+    assert policy.decide("PUT", "/datastore/label", USER, final_exists=lambda: False)[0] == 0  # a first final label
+    assert policy.decide("PUT", "/datastore/label", USER, final_exists=lambda: True)[0] == 403
+
+
 def test_a_listener_beyond_loopback_without_a_token_refuses_everything():
     async def app(scope, receive, send):
         raise AssertionError("the request must not reach the app")

@@ -49,7 +49,7 @@ class Rule:
     final_only: bool = False
 
     def matches(self, method: str, path: str) -> bool:
-        if self.method not in ("*", method):
+        if self.method not in ("*", method) and not (self.method == "GET" and method == "HEAD"):
             return False
         if self.path.endswith("*"):
             return path.startswith(self.path[:-1])
