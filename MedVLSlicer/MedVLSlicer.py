@@ -269,7 +269,8 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelsLabel.setText(", ".join(sorted(server.models)))
             self._status(_("Connected to {name} at {url}").format(name=server.name, url=server.url))
 
-        self._run(_("Connecting to {url} ...").format(url=url), lambda cancelled: self.logic.connect(url), done)
+        token = self.ui.serverTokenLineEdit.text.strip()  # not in the parameter node: never saved with the scene
+        self._run(_("Connecting to {url} ...").format(url=url), lambda cancelled: self.logic.connect(url, token), done)
 
     def _ensureSession(self, then) -> None:
         """Upload the chosen volume once (worker), then call `then()` on this thread."""

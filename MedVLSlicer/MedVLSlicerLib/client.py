@@ -125,13 +125,16 @@ def _reason(body: bytes) -> str:
 class MedVLClient:
     """HTTP client of one MedVL MONAI Label server; every call is one request."""
 
-    def __init__(self, server_url: str, client_id: Optional[str] = None, timeout_s: float = 600.0):
+    def __init__(self, server_url: str, client_id: Optional[str] = None, timeout_s: float = 600.0,
+                 token: Optional[str] = None):
         url = (server_url or "").strip().rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise ServerUnreachableError(f"server URL {server_url!r} must start with http:// or https://")
         self.server_url = url  # e.g. http://127.0.0.1:8000, no trailing slash
         self.client_id = client_id or f"slicer-{uuid.uuid4().hex[:8]}"  # separates our state on shared images
         self.timeout_s = timeout_s  # socket timeout per request (propagation can take a minute on CPU)
+        # bearer token of a server started off loopback (printed by `medvl serve`); None -> $MEDVL_TOKEN
+        self.token = (os.environ.get(protocol.TOKEN_ENV, "") if token is None else token).strip()
 
     # --- transport ---------------------------------------------------------------------------
     def _request(
@@ -148,6 +151,8 @@ class MedVLClient:
         query = {k: v for k, v in (query or {}).items() if v not in (None, "")}
         selector = path + ("?" + urllib.parse.urlencode(query) if query else "")
         data, headers = None, {"Accept": "*/*"}
+        if self.token:
+            headers[protocol.AUTH_HEADER] = f"Bearer {self.token}"
         if fields is not None or files is not None:
             data, headers["Content-Type"] = encode_multipart(fields or {}, files or {})
         request = urllib.request.Request(self.server_url + selector, data=data, method=method, headers=headers)

@@ -119,9 +119,11 @@ class InteractiveLogic:
         self.state: Optional[SessionState] = None  # set by prepare() / start()
 
     # --- server ------------------------------------------------------------------------------
-    def connect(self, url: str) -> ServerInfo:
-        """Network only: ask the server what it offers; keeps the client for later calls."""
-        client = self._client_factory(url)
+    def connect(self, url: str, token: str = "") -> ServerInfo:
+        """Network only: ask the server what it offers; keeps the client for later calls.
+
+        `token`: the server's bearer token (printed by `medvl serve` off loopback); "" -> $MEDVL_TOKEN."""
+        client = self._client_factory(url, token=token) if token else self._client_factory(url)
         info = client.info()
         models = dict(info.get("models", {}))
         if protocol.INTERACTIVE_TASK not in models:

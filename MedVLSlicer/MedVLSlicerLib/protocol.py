@@ -18,6 +18,11 @@ DATASTORE_IMAGE = "/datastore/image"  # PUT ?image=ID multipart `file`; HEAD ?im
 DATASTORE_LABEL = "/datastore/label"  # PUT ?image=ID&tag=TAG multipart `label` + `params`; GET ?label=ID&tag=TAG
 REPORT_FILE = "/medvl/report/{report_id}/{name}"  # GET report.json | report.md | overview.png of a report answer
 
+# --- access (medvl.server.auth; docs/server_security.md) ---------------------------------------
+AUTH_HEADER = "Authorization"  # "Bearer <token>" on every request when the server asks for a token
+TOKEN_ENV = "MEDVL_TOKEN"  # the token the client sends when none is given
+UNAUTHORIZED_STATUS = 401  # no token or a wrong one: set the token printed by `medvl serve`
+
 # --- tasks -----------------------------------------------------------------------------------
 INTERACTIVE_TASK = "medvl_interactive"  # points / boxes -> 3D mask by propagation
 TEXT_TASK = "medvl_text"  # free text -> 3D mask (language layer)

@@ -57,3 +57,37 @@ def test_bad_settings_are_named(conf, words):
 def test_serve_refuses_bad_settings_before_starting_anything():
     with pytest.raises(ConfigError, match="session_ttl_s"):
         serve(parse("--conf", "session_ttl_s", "soon"))
+
+
+# ---- access flags (medvl.server.auth.access_env) -----------------------------------------------
+def test_loopback_without_a_token_stays_open_and_other_hosts_get_generated_tokens():
+    from medvl.server.auth import access_env
+
+    env, lines = access_env("127.0.0.1", environ={})
+    assert (env["MEDVL_TOKEN"], env["MEDVL_ADMIN_TOKEN"], lines) == ("", "", [])
+    env, lines = access_env("0.0.0.0", environ={})
+    token, admin = env["MEDVL_TOKEN"], env["MEDVL_ADMIN_TOKEN"]
+    assert len(token) >= 32 and len(admin) >= 32 and token != admin
+    assert any(token in line for line in lines) and any(admin in line for line in lines)
+    env, lines = access_env("192.168.1.5", token="given", read_only=True, cors=["http://a.example/"],
+                            environ={"MEDVL_ADMIN_TOKEN": "from-env"})
+    assert (env["MEDVL_TOKEN"], env["MEDVL_ADMIN_TOKEN"], env["MEDVL_READ_ONLY"], env["MEDVL_CORS_ORIGINS"]) == (
+        "given", "from-env", "1", "http://a.example")
+    assert not any("given" in line for line in lines)  # only generated tokens are printed
+
+
+@pytest.mark.parametrize("kwargs, environ, words", [
+    ({"token": "same", "admin_token": "same"}, {}, "the same"),
+    ({"token": "t"}, {"MONAI_LABEL_AUTH_ENABLE": "true"}, "Keycloak"),
+])
+def test_conflicting_access_flags_are_refused(kwargs, environ, words):
+    from medvl.server.auth import access_env
+
+    with pytest.raises(ConfigError, match=words):
+        access_env("0.0.0.0", environ=environ, **kwargs)
+
+
+def test_serve_has_the_access_flags():
+    args = parse("--host", "0.0.0.0", "--token", "t", "--read-only", "--cors-origin", "http://a", "--cors-origin",
+                 "http://b")
+    assert (args.token, args.admin_token, args.read_only, args.cors_origin) == ("t", "", True, ["http://a", "http://b"])

@@ -14,6 +14,11 @@ bodies over `max_upload_mb` are refused with 413 before they are stored
 (`medvl.server.uploads.BodyLimitMiddleware`). `GET /medvl/report/<report id>/<report.json | report.md |
 overview.png>` (`medvl.server.language.REPORT_ROUTE`) serves the files of a
 `medvl_report` answer (404 once pruned or for an unknown id).
+
+Access (`medvl.server.auth`, docs/server_security.md): every route, MONAI Label's included,
+passes `AuthMiddleware` (bearer tokens, admin routes, read-only). MONAI Label's CORS middleware
+(any origin with credentials when MONAI_LABEL_CORS_ORIGINS is empty) is replaced by one that
+allows only the configured origins (`medvl serve --cors-origin`), none by default.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import json
 import logging
 
 from fastapi import HTTPException, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from monailabel.app import app
 from monailabel.interfaces.exception import ImageNotFoundException, LabelNotFoundException, MONAILabelError, \
@@ -29,7 +35,7 @@ from monailabel.interfaces.exception import ImageNotFoundException, LabelNotFoun
 
 from medvl.errors import MedVLError
 from medvl.server.http import one_line, status_for
-from medvl.server import routes_datastore, routes_infer
+from medvl.server import auth, routes_datastore, routes_infer
 from medvl.server.settings import ServerSettings
 from medvl.server.uploads import BodyLimitMiddleware
 from medvl.server.language import REPORT_ROUTE
@@ -80,6 +86,21 @@ def _body_limit() -> int:
 
 
 app.add_middleware(BodyLimitMiddleware, limit_bytes=_body_limit)
+
+
+def _install_access(app) -> None:
+    """Outermost CORS (configured origins only), then AuthMiddleware, then MONAI Label's app."""
+    app.user_middleware[:] = [m for m in app.user_middleware if m.cls is not CORSMiddleware]
+    app.add_middleware(auth.AuthMiddleware)
+    origins = auth.cors_origins()
+    if origins:
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_credentials=False, allow_methods=["*"],
+                           allow_headers=["*"])
+    logger.info("access: %s; cross-origin requests from %s", auth.Policy.from_env().describe(),
+                ", ".join(origins) or "nowhere")
+
+
+_install_access(app)
 
 _MEDIA = {".json": "application/json", ".md": "text/markdown", ".png": "image/png"}
 

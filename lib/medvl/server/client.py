@@ -1,6 +1,6 @@
 """A small torch-free HTTP client for the server (benchmark, tests, scripts).
 
-    client = ServerClient("http://127.0.0.1:8000", client_id="me")
+    client = ServerClient("http://127.0.0.1:8000", client_id="me")  # token: $MEDVL_TOKEN unless given
     reply = client.infer("lung2_image", {"foreground": [[358, 363, 22]]})
     reply.json["voxels"], reply.save("mask.nrrd")
 
@@ -10,6 +10,7 @@ Parameters are those of `medvl.server.protocol`; the JSON part is described ther
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +38,16 @@ class InferReply:
 
 
 class ServerClient:
-    def __init__(self, url: str, client_id: str = "", timeout_s: float = 900.0):
+    def __init__(self, url: str, client_id: str = "", timeout_s: float = 900.0, token: str | None = None):
+        """`token`: sent as `Authorization: Bearer <token>` on every request (medvl.server.auth);
+        None -> $MEDVL_TOKEN, "" -> none."""
         import requests
 
         self.url, self.client_id, self.timeout_s = url.rstrip("/"), client_id, timeout_s
         self.http = requests.Session()
+        token = os.environ.get("MEDVL_TOKEN", "") if token is None else token
+        if token:
+            self.http.headers["Authorization"] = f"Bearer {token}"
 
     def info(self) -> dict:
         r = self.http.get(self.url + "/info/", timeout=60)

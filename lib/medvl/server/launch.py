@@ -29,8 +29,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 class ServerProcess:
     def __init__(self, studies, conf=(), host: str = "127.0.0.1", port: int | None = None, app_dir=APP_DIR,
-                 log_path=None, startup_timeout_s: float = 180.0):
+                 log_path=None, startup_timeout_s: float = 180.0, env: dict | None = None):
         self.studies, self.conf, self.host = Path(studies), list(conf), host
+        self.env = dict(env or {})  # added to the server's environment (e.g. MEDVL_TOKEN: medvl.server.auth)
         self.port = port or free_port(host)
         self.app_dir = app_dir
         self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="medvl-server-", suffix=".log")[1])
@@ -46,6 +47,7 @@ class ServerProcess:
         log = open(self.log_path, "wb")
         env = server_env()
         env.setdefault("MONAI_LABEL_DATASTORE_AUTO_RELOAD", "false")
+        env.update(self.env)
         self.process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         deadline = time.monotonic() + self.startup_timeout_s
@@ -53,7 +55,7 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode} during start:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(self.url + "/info/", timeout=5) as response:
+                with urllib.request.urlopen(self._probe(), timeout=5) as response:
                     if response.status == 200:
                         logger.info("server up at %s (log %s)", self.url, self.log_path)
                         return self
@@ -61,6 +63,11 @@ class ServerProcess:
                 time.sleep(0.5)
         self.stop()
         raise RuntimeError(f"server did not answer /info/ within {self.startup_timeout_s:g} s:\n{self.log_tail()}")
+
+    def _probe(self) -> urllib.request.Request:
+        """GET /info/, with the bearer token when the server asks for one."""
+        token = self.env.get("MEDVL_ADMIN_TOKEN") or self.env.get("MEDVL_TOKEN")
+        return urllib.request.Request(self.url + "/info/", headers={"Authorization": f"Bearer {token}"} if token else {})
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -37,6 +37,7 @@ from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.utils.app import app_instance
 from monailabel.utils.others.generic import remove_file
 
+from medvl.server.auth import check_save_label
 from medvl.server.http import one_line
 from medvl.server.jobs import JOB_KEY
 from medvl.server.routing import replace_route
@@ -99,6 +100,7 @@ async def run_inference(
     if not isinstance(extra, dict):
         raise HTTPException(400, f"params must be a JSON object, got {type(extra).__name__}: send e.g. "
                                  "{\"foreground\": [[10, 20, 3]]}")
+    check_save_label(request.scope, extra)  # save_label writes the datastore: admin token (medvl.server.auth)
 
     for key in RESERVED_KEYS & extra.keys():  # set by this route or MONAI Label, never by a client
         logger.info("params key %r is set by the server; the client's value is ignored", key)
