@@ -9,9 +9,9 @@ An upload (`PUT /datastore/image`, `PUT /datastore/label`, the `file` of `/infer
 3. `check_image_file` reads only the header first: a 3D single-file image whose declared
    voxel count is at most `max_voxels` and whose data (voxels x bytes per voxel) is at
    most `max_voxels` x 4 bytes; NRRD and MetaImage headers that name another data file
-   are refused; a gzip stream is decoded to its end, bounded by the declared size, so a
-   truncated or corrupt `.nii.gz` and a decompression bomb are refused before any image
-   reader sees them;
+   are refused; a gzip stream is first decoded to its end (streaming, bounded by
+   `max_voxels`) and its size compared with the header's, so a truncated or corrupt
+   `.nii.gz` and a decompression bomb are refused before any image reader decodes pixels;
 4. the caller deletes the temporary file in every case (`temporary_upload`);
    `clean_stale` removes what a killed server left behind, at start.
 """
@@ -89,6 +89,8 @@ def check_image_file(path, max_voxels: int, name: str = "the uploaded file") -> 
     declared size (i, j, k). The caller decodes the pixels afterwards (`medvl.io`)."""
     path = Path(path)
     _refuse_detached_data(path, name)
+    gzipped = _is_gzip(path)
+    decoded = _gunzip_size(path, max_voxels * BYTES_PER_VOXEL_LIMIT + _HEADER_SLACK, name) if gzipped else None
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -104,8 +106,12 @@ def check_image_file(path, max_voxels: int, name: str = "the uploaded file") -> 
         raise UploadTooLargeError(f"{name} declares {size[0]}x{size[1]}x{size[2]} voxels ({data_bytes >> 20} MiB of "
                                   f"data), over max_voxels={max_voxels}: crop or resample it, or raise --conf "
                                   "max_voxels")
-    if _is_gzip(path):
-        _check_gzip(path, data_bytes, name)
+    if decoded is not None and decoded > data_bytes + _HEADER_SLACK:
+        raise UploadTooLargeError(f"{name} decompresses to more than its header declares ({decoded >> 20} MiB for "
+                                  f"{data_bytes >> 20} MiB of data): refused")
+    if decoded is not None and decoded < data_bytes:
+        raise ImageReadError(f"{name} holds {decoded} bytes once decompressed, less than the {data_bytes} its "
+                             "header declares (truncated); send the complete file")
     return size
 
 
@@ -118,23 +124,22 @@ def _is_gzip(path: Path) -> bool:
         return f.read(2) == b"\x1f\x8b"
 
 
-def _check_gzip(path: Path, data_bytes: int, name: str) -> None:
-    """Decode the whole gzip stream: truncated or corrupt -> ImageReadError; bigger than declared -> refused."""
-    limit = data_bytes + _HEADER_SLACK
+def _gunzip_size(path: Path, limit: int, name: str) -> int:
+    """Decode the whole gzip stream (streaming, at most `limit` bytes) and return its size.
+
+    Truncated or corrupt (CRC) -> ImageReadError; over `limit` -> UploadTooLargeError."""
     total = 0
     try:
         with gzip.open(path, "rb") as stream:
             while chunk := stream.read(_CHUNK):
                 total += len(chunk)
                 if total > limit:
-                    raise UploadTooLargeError(f"{name} decompresses to more than its header declares "
-                                              f"({data_bytes >> 20} MiB of data): refused")
+                    raise UploadTooLargeError(f"{name} decompresses to over {limit >> 20} MiB, more than max_voxels "
+                                              "allows: refused")
     except (EOFError, OSError, zlib.error) as error:
         raise ImageReadError(f"{name} is a truncated or corrupt gzip stream ({error}); send the complete file") \
             from None
-    if total < data_bytes:
-        raise ImageReadError(f"{name} holds {total} bytes once decompressed, less than the {data_bytes} its header "
-                             "declares (truncated); send the complete file")
+    return total
 
 
 def _refuse_detached_data(path: Path, name: str) -> None:
