@@ -140,3 +140,33 @@ def test_a_datastore_id_still_works_and_save_label_stays_inside(server, client, 
     listing = client.get("/datastore/", output="all").json()
     assert "containment_check" in listing["objects"][IMAGE]["labels"]
     assert not [p for p in Path(server.studies).rglob("*.part")]
+
+
+@pytest.mark.parametrize("session_id", ["%2e%2e", "..%2f..", "%2e%2e%2f%2e%2e", "x%00y", "%2fetc"])
+def test_session_ids_are_checked(server, client, session_id):
+    for method in ("GET", "DELETE"):
+        r = client.api.http.request(method, f"{server.url}/session/{session_id}", timeout=60)
+        assert r.status_code in (400, 404), (method, session_id, r.status_code, r.text[:200])
+    reply = client.api.http.post(f"{server.url}/infer/medvl_interactive", params={"session_id": "../x"},
+                                 files={"params": (None, "{}")}, timeout=60)
+    assert reply.status_code == 400 and "session_id" in reply.json()["detail"]
+
+
+def test_a_session_takes_one_checked_image(server, client, fenced):
+    url = f"{server.url}/session/"
+    data = fenced["image"].read_bytes()
+    r = client.api.http.put(url, params={"uncompress": "true"}, files={"files": ("a.zip", data)}, timeout=60)
+    assert r.status_code == 400 and "uncompress" in r.json()["detail"]
+    r = client.api.http.put(url, files=[("files", ("a.nii.gz", data)), ("files", ("b.nii.gz", data))], timeout=60)
+    assert r.status_code == 400 and "one image file" in r.json()["detail"]
+    r = client.api.http.put(url, files={"files": ("a.nii.gz", data[:100])}, timeout=60)
+    assert r.status_code == 400
+    r = client.api.http.put(url, files={"files": ("a.nii.gz", data)}, timeout=60)
+    assert r.status_code == 200, r.text[:200]
+    session_id = r.json()["session_id"]
+    reply = client.api.http.post(f"{server.url}/infer/medvl_interactive", params={"session_id": session_id},
+                                 files={"params": (None, json.dumps({"foreground": [[1, 1, 1]], "propagate": False}))},
+                                 timeout=120)
+    assert reply.status_code == 200, reply.text[:200]
+    assert client.api.http.delete(f"{server.url}/session/{session_id}", timeout=60).status_code == 200
+    assert not list((fenced["studies"] / ".medvl-tmp").iterdir())

@@ -10,6 +10,7 @@ few requests get 500 instead of 4xx.
 Our routes: `POST /infer/<model>` replaces the stock one (off the event loop, cancel and
 progress, contained uploads: `medvl.server.routes_infer`); `PUT /datastore/image` and
 `PUT /datastore/label` replace the stock ones (`medvl.server.routes_datastore`); request
+`/session/` routes check their ids and uploads (`medvl.server.routes_session`); request
 bodies over `max_upload_mb` are refused with 413 before they are stored
 (`medvl.server.uploads.BodyLimitMiddleware`). `GET /medvl/report/<report id>/<report.json | report.md |
 overview.png>` (`medvl.server.language.REPORT_ROUTE`) serves the files of a
@@ -35,7 +36,7 @@ from monailabel.interfaces.exception import ImageNotFoundException, LabelNotFoun
 
 from medvl.errors import MedVLError
 from medvl.server.http import one_line, status_for
-from medvl.server import auth, routes_datastore, routes_infer
+from medvl.server import auth, routes_datastore, routes_infer, routes_session
 from medvl.server.settings import ServerSettings
 from medvl.server.uploads import BodyLimitMiddleware
 from medvl.server.language import REPORT_ROUTE
@@ -74,6 +75,7 @@ async def _medvl_error(request: Request, error: MedVLError):
 
 routes_infer.install(app)  # /infer off the event loop; /medvl/progress, /medvl/cancel
 routes_datastore.install(app)  # PUT /datastore/image and /label: bounded, contained uploads
+routes_session.install(app)  # /session/: checked ids, one checked image file
 
 
 def _body_limit() -> int:

@@ -38,6 +38,7 @@ from monailabel.interfaces.utils.app import app_instance
 from monailabel.utils.others.generic import remove_file
 
 from medvl.server.auth import check_save_label
+from medvl.server.containment import check_name
 from medvl.server.http import one_line
 from medvl.server.jobs import JOB_KEY
 from medvl.server.routing import replace_route
@@ -118,7 +119,7 @@ async def run_inference(
         if upload:
             body[UPLOAD_KEY] = str(upload)
         if session_id:
-            session = instance.sessions().get_session(session_id)
+            session = instance.sessions().get_session(check_name(session_id, "session_id"))
             if not session:
                 raise HTTPException(410, f"session_id {session_id[:80]!r} is unknown or expired: create a new "
                                          "session (PUT /session/) or send ?image=<id>")
