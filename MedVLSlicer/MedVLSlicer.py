@@ -85,6 +85,9 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)  # the network thread
+        self._sideExecutor = concurrent.futures.ThreadPoolExecutor(max_workers=1)  # progress polls, cancel calls
+        self._progress = None  # future of the newest progress poll
+        self._slicesDone, self._lastProgressAt = 0, -1.0  # the running request's slices; when last polled (s)
         self._job = None  # (future, cancel event, on_done, obj_id, started) of the running request
 
     def setup(self) -> None:
@@ -173,14 +176,14 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         future = self._executor.submit(work, cancel.is_set)
         self._job = (future, cancel, onDone, objId, time.monotonic())
         self._status(title)
-        self.ui.progressBar.setRange(0, 0)  # busy: the server reports no per-slice progress
+        self.ui.progressBar.setRange(0, 0)  # busy until the server reports slices
         self._updateButtons()
         self._pollTimer.start()
 
     def _poll(self) -> None:
         future, onDone, started = self._job[0], self._job[2], self._job[4]
         if not future.done():
-            self.ui.progressBar.setFormat(_("{seconds:.0f} s").format(seconds=time.monotonic() - started))
+            self._showProgress(time.monotonic() - started)
             return
         self._idle()
         try:
@@ -192,7 +195,24 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._status(_("Unexpected error: {error} (details in the Python console)").format(error=error), error=True)
         self._updateButtons()
 
+    def _showProgress(self, seconds: float) -> None:
+        """Elapsed time, and the slices the server has propagated so far (GET /medvl/progress,
+        polled about once a second off the Qt thread)."""
+        text = _("{seconds:.0f} s").format(seconds=seconds)
+        if self._progress is not None and self._progress.done():
+            report = self._progress.result()
+            self._progress = None
+            if report and report.get("slices_done"):
+                self._slicesDone = int(report["slices_done"])
+        if self._progress is None and seconds - self._lastProgressAt >= 1.0:
+            self._lastProgressAt = seconds
+            self._progress = self._sideExecutor.submit(self.logic.progress)
+        if self._slicesDone:
+            text = _("{slices} slices, {seconds:.0f} s").format(slices=self._slicesDone, seconds=seconds)
+        self.ui.progressBar.setFormat(text)
+
     def _idle(self) -> None:
+        self._progress, self._slicesDone, self._lastProgressAt = None, 0, -1.0
         self._pollTimer.stop()
         self._job = None
         self.ui.progressBar.setRange(0, 1)
@@ -201,11 +221,13 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onCancel(self) -> None:
         """Give the module back at once; the abandoned request's answer is never applied
-        (the server finishes its step; the next request of that object asks for a full mask)."""
+        (the server stops it at its next slice; the next request of that object asks for a
+        full mask)."""
         if self._job is None:
             return
         cancel, objId = self._job[1], self._job[3]
         cancel.set()  # the client stops reading the answer
+        self._sideExecutor.submit(self.logic.cancel_running)  # the server stops at its next slice
         self._idle()
         if objId is not None:
             self.logic.discard(objId)

@@ -135,6 +135,7 @@ class MedVLClient:
         self.timeout_s = timeout_s  # socket timeout per request (propagation can take a minute on CPU)
         # bearer token of a server started off loopback (printed by `medvl serve`); None -> $MEDVL_TOKEN
         self.token = (os.environ.get(protocol.TOKEN_ENV, "") if token is None else token).strip()
+        self.last_request_id = ""  # the newest /infer request's id (progress and cancel of the running one)
 
     # --- transport ---------------------------------------------------------------------------
     def _request(
@@ -238,11 +239,12 @@ class MedVLClient:
             raise ValueError("infer needs an image_id (datastore image) or a session_id (uploaded volume)")
         params = dict(params)
         params.setdefault(protocol.P_CLIENT_ID, self.client_id)
+        self.last_request_id = request_id = uuid.uuid4().hex  # the server accepts [A-Za-z0-9_-]{1,64}
         start = time.perf_counter()
         status, content_type, body = self._request(
             "POST",
             protocol.INFER.format(model=urllib.parse.quote(model, safe="")),
-            query={"image": image_id, "session_id": session_id, "output": "all"},
+            query={"image": image_id, "session_id": session_id, "output": "all", protocol.Q_REQUEST_ID: request_id},
             fields={"params": json.dumps(params)},
             should_cancel=should_cancel,
         )
@@ -255,6 +257,16 @@ class MedVLClient:
                 mask_name, mask = files["image"]
             return InferResult(answer, mask, mask_name, seconds, files)
         return InferResult(json.loads(body.decode("utf-8")) if body else {}, None, "", seconds)
+
+    def progress(self, request_id: str) -> dict:
+        """GET /medvl/progress/<id>: `state` (running / done / ...), `slices_done`, `elapsed_s`, ..."""
+        path = protocol.PROGRESS.format(request_id=urllib.parse.quote(request_id, safe=""))
+        return self._json("GET", path, timeout_s=min(self.timeout_s, 10.0))
+
+    def cancel_request(self, request_id: str) -> dict:
+        """POST /medvl/cancel/<id>: the server stops that request at its next slice, keeping what was done."""
+        path = protocol.CANCEL.format(request_id=urllib.parse.quote(request_id, safe=""))
+        return self._json("POST", path, timeout_s=min(self.timeout_s, 10.0))
 
     # --- datastore ---------------------------------------------------------------------------
     def datastore(self) -> dict:

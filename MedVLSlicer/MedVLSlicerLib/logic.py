@@ -412,6 +412,30 @@ class InteractiveLogic:
         self._record(result)
         return obj
 
+    def progress(self) -> Optional[dict]:
+        """Any thread: the server's progress of the newest request (`state`, `slices_done`,
+        `elapsed_s`), or None when there is none or the server cannot say."""
+        client = self.client
+        if client is None or not client.last_request_id:
+            return None
+        try:
+            return client.progress(client.last_request_id)
+        except MedVLSlicerError as error:
+            logger.debug("no progress for %s: %s", client.last_request_id, error)
+            return None
+
+    def cancel_running(self) -> bool:
+        """Any thread: ask the server to stop the newest request at its next slice (the session
+        keeps the slices done); True when the server was still running it."""
+        client = self.client
+        if client is None or not client.last_request_id:
+            return False
+        try:
+            return bool(client.cancel_request(client.last_request_id).get("cancelled"))
+        except MedVLSlicerError as error:
+            logger.debug("cancel of %s: %s", client.last_request_id, error)
+            return False
+
     def discard(self, obj_id: int) -> None:
         """Main thread: a request of this object was cancelled; its answer never arrived, so
         the next one asks for the full mask (the server may have moved on)."""

@@ -11,6 +11,9 @@ which is Slicer's IJK of the same file (see `geometry.py`).
 # --- endpoints (MONAI Label routes) ----------------------------------------------------------
 INFO = "/info/"  # GET: {"name", "version", "models": {task: {"type", "labels", ...}}, ...}
 INFER = "/infer/{model}"  # POST ?image=ID | ?session_id=SID, form field `params` (JSON)
+PROGRESS = "/medvl/progress/{request_id}"  # GET: a running request's state, slices done
+CANCEL = "/medvl/cancel/{request_id}"  # POST: stop it at the next slice (the session keeps what was done)
+Q_REQUEST_ID = "request_id"  # /infer query: names the request for PROGRESS and CANCEL
 SESSION = "/session/"  # PUT multipart `files` (the volume) ?expiry=S -> {"session_id", ...}
 SESSION_ID = "/session/{session_id}"  # GET ?update_ts=true keeps it alive; DELETE drops it; 404 = gone
 DATASTORE = "/datastore/"  # GET ?output=all: images and labels

@@ -113,3 +113,40 @@ def test_server_refusals_reach_the_user_with_their_reason(server, lung2):
         logic.client.infer("no_such_task", {}, session_id=logic.state.session_id)
     assert "medvl_interactive" in logic.client.models()  # still up
     logic.end()
+
+
+def test_progress_and_cancel_of_a_running_propagation(server, lung2):
+    """The module's progress line and Cancel: slices reported while a body-wide box propagates,
+    then the server stops the request at its next slice (409, the slices done are kept)."""
+    import threading
+    import time
+
+    from MedVLSlicerLib.client import MedVLClient
+
+    client = MedVLClient(server.url, client_id="slicer-progress")
+    logic = InteractiveLogic()
+    logic.client = client
+    answer = {}
+
+    def run():
+        try:
+            answer["result"] = client.infer(protocol.INTERACTIVE_TASK, {"boxes": [[[40, 60, 30], [470, 440, 30]]],
+                                                                        "label": "body"}, image_id="lung2_image")
+        except ServerError as error:
+            answer["error"] = error
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    report, deadline = None, time.monotonic() + 300
+    while time.monotonic() < deadline and worker.is_alive():
+        report = logic.progress()
+        if report and report.get("slices_done", 0) >= 2:
+            break
+        time.sleep(0.3)
+    assert report and report["state"] == "running" and report["slices_done"] >= 2, report
+    assert logic.cancel_running() is True
+    worker.join(120)
+    assert not worker.is_alive()
+    error = answer.get("error")
+    assert error is not None and error.status == 409 and "kept" in error.reason, answer
+    assert logic.progress()["state"] == "cancelled"
