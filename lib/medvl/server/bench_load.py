@@ -129,18 +129,19 @@ def unloaded(server: ServerHandle, cases, corrections: int, refine: str, scratch
                          else {"foreground": case.points[: n + 1]})
                 if n == 0:
                     p["reset_state"] = True
-                reply = api.infer(case.image_id, p)
+                request_id = f"unloaded-{case.image_id}-{first}-{n}".replace("_", "-")
+                reply = api.infer(case.image_id, p, request_id=request_id)
                 j = mask_of(reply, (case.image_id, first, n))
                 generation = j["session"]["medvl_session"]
                 dice_expert[f"{case.image_id}/{first}+{n}"] = round(dice(expected[(case.image_id, first, n)],
                                                                          case.label), 4)
-                steps = max(j.get("slices") or 0, 1)
-                propagate = j["latencies"]["stages"].get("propagate", 0.0)
+                done = api.progress(request_id)  # slices propagated and their compute seconds
+                step = done["compute_s"] / done["slices_done"] if done["slices_done"] else None
                 if n:
                     correction_s.append(reply.seconds)
-                    decode_steps.append(propagate / steps)
-                elif j.get("encoder_passes", 0) > 0:
-                    encode_steps.append(propagate / steps)
+                    decode_steps += [step] if step is not None else []
+                elif j.get("encoder_passes", 0) > 0 and step is not None:
+                    encode_steps.append(step)
         if case.ct:
             reply = api.infer(case.image_id, {"text": TEXT, "refine": refine, "medvl_session": generation},
                               model="medvl_text")
@@ -206,6 +207,7 @@ def killer(server: ServerHandle, shared: Shared, out: dict) -> None:
     out.update(killed_at_request=shared.completed, save_in_flight=shared.saves_running > 0)
     t0 = time.perf_counter()
     port = server.process.port
+    out["killed_at_unix"] = time.time()
     server.kill()
     shared.restarted = True
     try:
@@ -259,20 +261,23 @@ def check_records(clients, cases, expected, scratch: Path) -> tuple[dict, list, 
     return kinds, wrong_masks, wrong_answers, error_details
 
 
-def files_left(studies: Path, tmp: Path) -> dict:
-    """Temporary files the servers left: in the studies folder and in their private TMPDIR."""
-    left = [str(p.relative_to(studies)) for p in studies.rglob("*")
+def files_left(studies: Path, tmp: Path, killed_at: float | None) -> dict:
+    """Temporary files the servers left: in the studies folder and in their private TMPDIR.
+    Those last written before `killed_at` (unix time of the kill) are also listed in
+    `files_left_by_killed_server`."""
+    left = [(str(p.relative_to(studies)), p) for p in sorted(studies.rglob("*"))
             if p.is_file() and (p.name.endswith(".part") or ".tmp-" in p.name or ".medvl-tmp" in p.parts)]
-    temp, other, reports = [], [], []
+    other, reports = [], []
     for p in sorted(tmp.iterdir()):
         if p.name.startswith("medvl-reports-"):
             reports.append(p.name)  # kept reports (report_dir unset): not temporary files
-        elif p.name.startswith(("medvl-", "tmp")):
-            temp.append(p.name)
-        else:
+        elif p.name.startswith("medvl-"):  # uploads, results, progress masks of our server code
+            left.append((f"TMPDIR/{p.name}", p))
+        else:  # not ours: MONAI Label's logging config per start (tmp*.json), torch's caches
             other.append(p.name)
-    return {"files_left": left + [f"TMPDIR/{n}" for n in temp], "other_tmpdir_entries": other,
-            "report_dirs_left": reports}
+    old = [name for name, p in left if killed_at is not None and p.stat().st_mtime <= killed_at]
+    return {"files_left": [name for name, _ in left], "files_left_by_killed_server": old,
+            "other_tmpdir_entries": other, "report_dirs_left": reports}
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -334,7 +339,7 @@ def load(args, server: ServerHandle, cases, expected, studies: Path, tmp: Path, 
     server.stop()  # graceful: what is left after this is left for good
     kinds, wrong_masks, wrong_answers, errors = check_records(clients, cases, expected, scratch)
     labels = check_labels_saved(studies, cases, shared, scratch)
-    left = files_left(studies, tmp)
+    left = files_left(studies, tmp, restart.get("killed_at_unix"))
     unloaded_corr = result["unloaded"]["correction"]["p95_s"]
     step = result["unloaded"]["slice_step_s"]
     bound = round(2 * unloaded_corr + step, 4) if unloaded_corr is not None else None
