@@ -180,10 +180,7 @@ def cmd_bench_server(args) -> int:
 def cmd_bench_load(args) -> int:
     from medvl.server.bench_load import run as run_load_bench
 
-    text = json.dumps(run_load_bench(args), indent=2)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    print(text)
+    print(json.dumps(run_load_bench(args), indent=2))  # run() also writes --json OUT
     return 0
 
 

@@ -314,6 +314,8 @@ def run(args: argparse.Namespace) -> dict:
             result["work_dir"] = str(work)
         else:
             shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -426,10 +428,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="medvl-bench-load", description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
-    text = json.dumps(run(args), indent=2)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    print(text)
+    print(json.dumps(run(args), indent=2))  # run() writes --json
     return 0
 
 
