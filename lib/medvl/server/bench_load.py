@@ -28,7 +28,13 @@ its expert label rotated the same way), so geometry is checked under load too.
    the client's), report / VQA facts equal to the session's lesion voxels, every label file
    in the studies' labels folders read completely in its image's grid and equal to a mask
    that client saved (old or new), files left: `*.part`, `.*.tmp-*`, `.medvl-tmp/*` in the
-   studies folder, `medvl-upload-*` / `medvl-*` / `tmp*` in the server's TMPDIR.
+   studies folder, `medvl-*` (uploads, results, progress masks) in the servers' TMPDIR;
+   those older than the kill are listed again in `files_left_by_killed_server`. Other
+   TMPDIR entries (MONAI Label's logging config, one per start; torch caches) and kept
+   report folders are listed apart.
+
+`--url` is refused (a non-loopback one with its own message): the benchmark must own the
+server it kills, so it always starts its own on 127.0.0.1.
 
 Goals (issue): 0 errors, 0 wrong masks, /info p95 <= 0.2 s, correction p95 <= 2 x unloaded
 correction p95 + one slice step (the longer of the encoding and the decoding step: a click
