@@ -51,6 +51,17 @@ def result(tmp_path_factory):
     return result
 
 
+@pytest.mark.parametrize("extra, match", [
+    (["--clients", "0"], "--clients 0 must be >= 1"),
+    (["--images", "lung9"], "no sample case lung9"),
+])
+def test_bad_counts_and_unknown_images_are_refused_before_any_server_starts(extra, match):
+    from medvl.server.settings import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        run(_args(extra))
+
+
 def test_bounded_load_with_kill_and_restart(result):
     assert result["config"]["clients"] == 2 and result["config"]["cache_mb"] > 0
     assert set(result["kinds"]) == set(KINDS)

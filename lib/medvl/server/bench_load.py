@@ -82,7 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="refine of text, report and VQA requests (hu: Hounsfield solvers only)")
     parser.add_argument("--no-kill", action="store_true", help="no kill -9 and restart")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--url", help="refused unless loopback: this benchmark kills and restarts its own server")
+    parser.add_argument("--url", help="refused (a non-loopback one as such): bench-load starts, kills and restarts "
+                                      "its own server on 127.0.0.1")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (studies, logs) and print it")
     parser.add_argument("--conf", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                         help="server setting passed through (--conf cache_mb 512, ...)")
@@ -101,6 +102,18 @@ def check_loopback(url: str) -> None:
                           "localhost")
     raise ConfigError(f"--url {url!r}: bench-load kills and restarts the server it measures, so it starts its own; "
                       "run it without --url")
+
+
+def check_counts(args: argparse.Namespace, names: list[str]) -> None:
+    from medvl.server.settings import ConfigError
+
+    for flag in ("clients", "requests", "corrections"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag} {getattr(args, flag)} must be >= 1")
+    missing = [n for n in names if not (Path(DEFAULT_STUDIES) / f"{n.removesuffix('_rot')}_label.nii.gz").is_file()]
+    if not names or missing:
+        raise ConfigError(f"--images {args.images!r}: no sample case {', '.join(missing) or '(none given)'}; "
+                          f"use names of sample_data/cases.json, e.g. {','.join(IMAGES)}")
 
 
 def percentiles(values: list[float]) -> dict:
@@ -215,7 +228,6 @@ def killer(server: ServerHandle, shared: Shared, out: dict) -> None:
     port = server.process.port
     out["killed_at_unix"] = time.time()
     server.kill()
-    shared.restarted = True
     try:
         server.start(port=port)  # the same URL for the clients
         out["same_port"] = True
@@ -293,6 +305,7 @@ def run(args: argparse.Namespace) -> dict:
         check_loopback(args.url)
     settings = ServerSettings.from_conf(dict(args.conf))  # a bad --conf fails here, named
     names = [n.strip() for n in args.images.split(",") if n.strip()]
+    check_counts(args, names)
     work = Path(tempfile.mkdtemp(prefix="medvl-bench-load-"))
     studies, tmp, logs, scratch = work / "studies", work / "tmp", work / "logs", work / "scratch"
     for folder in (studies, tmp, logs, scratch):

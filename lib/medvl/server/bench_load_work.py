@@ -223,15 +223,14 @@ class LoadClient:
         self.last_mask: tuple[bytes, str] | None = None
         self.saves = 0
         self.records: list[Record] = []
-        self.outages = 0
 
     def run(self) -> None:
         from medvl.server.client import ServerClient
 
         self.api = ServerClient(self.server.url, client_id=self.client_id, timeout_s=600)
         self.http_epoch = self.server.epoch
-        for n, planned in enumerate(self.kinds):
-            self.shared.wait_started(n)
+        for planned in self.kinds:
+            self.shared.wait_started()
             while True:
                 try:
                     self._one(planned)
@@ -239,7 +238,6 @@ class LoadClient:
                 except _Retry:
                     continue  # the 410 is recorded; the request runs again on a new session
                 except OutageError:
-                    self.outages += 1
                     self.shared.outage()
                     self.server.up.wait()
                     self.api.url = self.server.url
@@ -371,7 +369,7 @@ class LoadClient:
         self.generation = (j.get("session") or {}).get("medvl_session", self.generation)
         self.generation_epoch = epoch
         record.check = {"voxels": j.get("voxels"), "prompt_set": j.get("prompt_set") or {}, "json": j,
-                        "tag": params.get("label_tag"), "latencies": j.get("latencies", {})}
+                        "tag": params.get("label_tag")}
         if reply.image is not None:
             ext = "".join(Path(reply.filename or "m.nrrd").suffixes[-2:]) or ".nrrd"
             record.mask, record.ext, record.expect = reply.image, ext, expect
@@ -413,11 +411,10 @@ class Shared:
         self.lock = threading.Lock()
         self.total, self.completed, self.outages = total, 0, 0
         self.clicks_running = self.saves_running = 0
-        self.restarted = False
         self.go = threading.Event()
         self.saves: dict[tuple[str, str], list[tuple[bytes, str, bool]]] = {}  # (tag, image) -> attempts
 
-    def wait_started(self, n: int) -> None:
+    def wait_started(self) -> None:
         self.go.wait()
 
     def begin(self, interactive: bool, saving: bool) -> None:
