@@ -18,6 +18,7 @@ from medvl.errors import MedVLError
 from medvl.server import add_arguments as add_server_arguments
 from medvl.server import serve as serve_command
 from medvl.server.bench import add_arguments as add_server_bench_arguments
+from medvl.server.bench_load import add_arguments as add_load_bench_arguments
 
 log = logging.getLogger(__name__)
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample_data"
@@ -176,6 +177,13 @@ def cmd_bench_server(args) -> int:
     return 0
 
 
+def cmd_bench_load(args) -> int:
+    from medvl.server.bench_load import run as run_load_bench
+
+    print(json.dumps(run_load_bench(args), indent=2))  # run() also writes --json OUT
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="medvl", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -215,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     server_bench = sub.add_parser("bench-server", help="server overhead per click on lung2 (prints JSON)")
     add_server_bench_arguments(server_bench)
     server_bench.set_defaults(func=cmd_bench_server)
+
+    load_bench = sub.add_parser("bench-load", help="8 clients x 50 mixed requests, kill -9 and restart "
+                                                   "of the server: errors, wrong masks, latencies (prints JSON)")
+    add_load_bench_arguments(load_bench)
+    load_bench.set_defaults(func=cmd_bench_load)
     add_language_commands(sub)
     return parser
 
