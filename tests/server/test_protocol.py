@@ -38,6 +38,8 @@ def test_roi_bounds_are_sorted_and_unknown_keys_echoed():
     ({"reset_state": "perhaps"}, BadRequestError, "reset_state"),
     ({"obj_id": 0}, BadRequestError, "obj_id 0"),
     ({"undo": 1.5}, BadRequestError, "undo"),
+    ({"undo": float("inf")}, BadRequestError, "undo must be an integer, got inf"),  # json reads Infinity
+    ({"obj_id": float("-inf")}, BadRequestError, "obj_id must be an integer, got -inf"),
     ({"result_extension": ".png"}, BadRequestError, ".png"),
     ({"label": 5}, BadRequestError, "label"),
     ([1, 2], BadRequestError, "JSON object"),

@@ -12,7 +12,9 @@ progress, contained uploads: `medvl.server.routes_infer`); `PUT /datastore/image
 `PUT /datastore/label` replace the stock ones (`medvl.server.routes_datastore`); request
 `/session/` routes check their ids and uploads (`medvl.server.routes_session`); request
 bodies over `max_upload_mb` are refused with 413 before they are stored
-(`medvl.server.uploads.BodyLimitMiddleware`). `GET /medvl/report/<report id>/<report.json | report.md |
+(`medvl.server.uploads.BodyLimitMiddleware`). Stock routes that answer bad input with 500 (or
+accept it) are wrapped with a check first (`medvl.server.routes_stock`); FastAPI's 422 for a
+parameter of the wrong type says it in one line, like every other 4xx here. `GET /medvl/report/<report id>/<report.json | report.md |
 overview.png>` (`medvl.server.language.REPORT_ROUTE`) serves the files of a
 `medvl_report` answer (404 once pruned or for an unknown id).
 
@@ -28,6 +30,7 @@ import json
 import logging
 
 from fastapi import HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from monailabel.app import app
@@ -36,7 +39,7 @@ from monailabel.interfaces.exception import ImageNotFoundException, LabelNotFoun
 
 from medvl.errors import MedVLError
 from medvl.server.http import one_line, status_for
-from medvl.server import auth, routes_datastore, routes_infer, routes_session
+from medvl.server import auth, routes_datastore, routes_infer, routes_session, routes_stock
 from medvl.server.settings import ServerSettings
 from medvl.server.uploads import BodyLimitMiddleware
 from medvl.server.language import REPORT_ROUTE
@@ -55,6 +58,17 @@ def _reply(request: Request, status: int, detail: str) -> JSONResponse:
 async def _malformed_json(request: Request, error: json.JSONDecodeError):
     return _reply(request, 400, one_line(f"malformed JSON in the request (params/info form field): {error.msg} at "
                                          f"character {error.pos}; send a JSON object such as {{\"foreground\": []}}"))
+
+
+@app.exception_handler(RequestValidationError)
+async def _invalid_request(request: Request, error: RequestValidationError):
+    """FastAPI's 422 for a parameter of the wrong type, as one line: where, what is wrong, the value sent."""
+    problems = []
+    for e in error.errors():
+        where = " ".join(str(part) for part in e.get("loc", ()))
+        sent = f" (got {str(e['input'])[:80]!r})" if e.get("input") is not None else ""
+        problems.append(f"{where}: {e.get('msg', 'invalid')}{sent}")
+    return _reply(request, 422, one_line("invalid request: " + "; ".join(problems)))
 
 
 @app.exception_handler(MONAILabelException)
@@ -76,6 +90,7 @@ async def _medvl_error(request: Request, error: MedVLError):
 routes_infer.install(app)  # /infer off the event loop; /medvl/progress, /medvl/cancel
 routes_datastore.install(app)  # PUT /datastore/image and /label: bounded, contained uploads
 routes_session.install(app)  # /session/: checked ids, one checked image file
+routes_stock.install(app)  # stock train, batch infer, active learning, WSI, GPU log, session routes: bad input -> 4xx
 
 
 def _body_limit() -> int:

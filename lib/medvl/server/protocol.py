@@ -378,7 +378,7 @@ def _int(value, name: str, minimum: int | None = None, maximum: int | None = Non
         if isinstance(value, bool) or float(value) != int(float(value)):
             raise ValueError
         number = int(float(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: Infinity, which Python's json reads
         raise BadRequestError(f"{name} must be an integer, got {value!r}") from None
     if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
         raise BadRequestError(f"{name} {number} is out of range [{minimum}, {maximum if maximum is not None else ''}]")

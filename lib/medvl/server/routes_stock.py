@@ -1,0 +1,115 @@
+"""MONAI Label's own routes, unchanged, with the bad inputs they answer 500 (or accept) refused first with a 4xx.
+
+Found by the fuzz run (tests/server/test_fuzz.py). Each stock endpoint is wrapped, not
+rewritten: the wrapper keeps the stock signature (FastAPI reads it through `__wrapped__`,
+so the OpenAPI schema and the parameter parsing stay the stock ones), checks the request,
+then awaits the stock endpoint. The checks:
+
+- `POST /train/{model}`: the model must have a trainer (this app has none: the stock route
+  starts a training process for any name and answers 200);
+- `POST /batch/infer/{model}`: the model must exist (stock: 200, then a background run that fails);
+- `POST /activelearning/{strategy}`: the strategy must exist (stock: 500);
+- `POST /infer/wsi_v2/{model}`, `POST /infer/wsi/{model}`: the model must be a 2D (WSI) model;
+  this app's are all 3D (stock: 500 for a missing image, a bad `wsi` form or a 3D model);
+- `GET /logs/gpu`: needs `nvidia-smi` on the server (stock: 500 without it);
+- `GET /session/{id}?image=true`: the session's image must be one file, not a folder (the
+  folder of a multi-file or uncompressed upload; stock: 500);
+- `PUT /session/?uncompress=true`: the upload must be a zip or tar archive (stock: 500).
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import lzma
+import os
+import shutil
+import tarfile
+import zipfile
+import zlib
+
+from fastapi import HTTPException
+from monailabel.endpoints import activelearning, batch_infer, logs, session, train, wsi_infer
+from monailabel.interfaces.utils.app import app_instance
+
+from medvl.server.containment import shown
+from medvl.server.http import one_line
+from medvl.server.routing import replace_route
+
+
+def _wrap(stock, check=None, errors: tuple[type, ...] = (), why: str = ""):
+    """`stock` with `check(**kwargs)` before it and `errors` it raises answered 400 `why: <error>`."""
+    @functools.wraps(stock)
+    async def endpoint(**kwargs):
+        if check is not None:
+            check(**kwargs)
+        try:
+            return await stock(**kwargs)
+        except errors as error:
+            raise HTTPException(400, one_line(f"{why}: {error}")) from None
+    return endpoint
+
+
+def _info() -> dict:
+    return app_instance().info()
+
+
+def _trainer(model: str, **_) -> None:
+    trainers = sorted(_info().get("trainers") or {})
+    if model not in trainers:
+        raise HTTPException(404, f"no trainer {shown(model)}: this server trains "
+                                 f"{', '.join(trainers) if trainers else 'nothing (its tasks are inference only)'}")
+
+
+def _model(model: str, **_) -> None:
+    models = sorted(_info().get("models") or {})
+    if model not in models:
+        raise HTTPException(404, f"unknown model {shown(model)}; this server has: {', '.join(models)}")
+
+
+def _wsi_model(model: str, **_) -> None:
+    models = _info().get("models") or {}
+    if models.get(model, {}).get("dimension") != 2:
+        wsi = sorted(name for name, m in models.items() if m.get("dimension") == 2)
+        raise HTTPException(404, f"no WSI (2D) model {shown(model)}: this server has "
+                                 f"{', '.join(wsi) if wsi else 'none'}; 3D models answer POST /infer/<model>")
+
+
+def _strategy(strategy: str, **_) -> None:
+    strategies = sorted(_info().get("strategies") or {})
+    if strategy not in strategies:
+        raise HTTPException(404, f"unknown active learning strategy {shown(strategy)}; this server has: "
+                                 f"{', '.join(strategies) or 'none'}")
+
+
+def _nvidia_smi(**_) -> None:
+    if shutil.which("nvidia-smi") is None:
+        raise HTTPException(404, "no GPU info: nvidia-smi is not installed on this server (no NVIDIA driver)")
+
+
+def _session_file(session_id: str, image: bool = False, **_) -> None:
+    sessions = app_instance().sessions()
+    found = sessions.get_session(session_id) if image and sessions is not None else None
+    if found is not None and os.path.isdir(found.image):
+        raise HTTPException(400, f"session {shown(session_id)} holds a folder of files (a multi-file or uncompressed "
+                                 "upload), not one image file: ask without image=true for its info")
+
+
+def install(app) -> None:
+    """Put the checked stock routes on MONAI Label's app, in place of the stock ones."""
+    routes = (
+        ("/train/{model}", "POST", train.api_run_model, _trainer, ["Train"]),
+        ("/batch/infer/{model}", "POST", batch_infer.api_run, _model, ["Infer"]),
+        ("/activelearning/{strategy}", "POST", activelearning.api_sample, _strategy, ["ActiveLearning"]),
+        ("/infer/wsi_v2/{model}", "POST", wsi_infer.api_run_wsi_v2_inference, _wsi_model, ["Infer"]),
+        ("/infer/wsi/{model}", "POST", wsi_infer.api_run_wsi_inference, _wsi_model, ["Infer"]),
+        ("/logs/gpu", "GET", logs.gpu_info, _nvidia_smi, ["Logs"]),
+        ("/session/{session_id}", "GET", session.api_get_session, _session_file, ["Session"]),
+    )
+    for path, method, stock, check, tags in routes:
+        replace_route(app, path, method, _wrap(stock, check), tags=tags, include_in_schema=path != "/infer/wsi/{model}")
+    not_archive = (shutil.ReadError, zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, zlib.error, lzma.LZMAError,
+                   EOFError)  # what shutil.unpack_archive raises for a file that is not the archive its name says
+    replace_route(app, "/session/", "PUT", _wrap(session.api_create_session, errors=not_archive,
+                  why="uncompress=true needs a .zip, .tar, .tar.gz or .tgz archive named with its extension"),
+                  tags=["Session"])
