@@ -14,12 +14,16 @@ then awaits the stock endpoint. The checks:
 - `GET /logs/gpu`: needs `nvidia-smi` on the server (stock: 500 without it);
 - `GET /session/{id}?image=true`: the session's image must be one file, not a folder (the
   folder of a multi-file or uncompressed upload; stock: 500);
-- `PUT /session/?uncompress=true`: the upload must be a zip or tar archive (stock: 500).
+- `PUT /session/?uncompress=true`: the upload must be a zip or tar archive (stock: 500);
+- `PUT /datastore/image/info`, `PUT /datastore/label/info` (and the deprecated
+  `/datastore/updatelabelinfo`): the `info` / `params` form must be a JSON object (stock: 500);
+- `GET /logs/`: `lines` at most `MAX_LOG_LINES` (stock: 500 past 2**63).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import gzip
 import lzma
 import os
@@ -29,12 +33,14 @@ import zipfile
 import zlib
 
 from fastapi import HTTPException
-from monailabel.endpoints import activelearning, batch_infer, logs, session, train, wsi_infer
+from monailabel.endpoints import activelearning, batch_infer, datastore, logs, session, train, wsi_infer
 from monailabel.interfaces.utils.app import app_instance
 
 from medvl.server.containment import shown
 from medvl.server.http import one_line
 from medvl.server.routing import replace_route
+
+MAX_LOG_LINES = 1_000_000  # GET /logs/?lines=: the log's tail, read into memory
 
 
 def _wrap(stock, check=None, errors: tuple[type, ...] = (), why: str = ""):
@@ -95,6 +101,24 @@ def _session_file(session_id: str, image: bool = False, **_) -> None:
                                  "upload), not one image file: ask without image=true for its info")
 
 
+def _json_object(field: str):
+    def check(**kwargs) -> None:
+        text = kwargs.get(field)
+        try:
+            value = json.loads(text) if text else {}
+        except ValueError as error:
+            raise HTTPException(400, one_line(f"{field} is not valid JSON ({error}); send a JSON object")) from None
+        if not isinstance(value, dict):
+            raise HTTPException(400, f"{field} must be a JSON object, got {type(value).__name__}: send e.g. "
+                                     "{\"comment\": \"checked\"}")
+    return check
+
+
+def _log_lines(lines=None, **_) -> None:
+    if lines is not None and lines > MAX_LOG_LINES:
+        raise HTTPException(400, f"lines {lines} is too many: ask for at most {MAX_LOG_LINES} (the log's last lines)")
+
+
 def install(app) -> None:
     """Put the checked stock routes on MONAI Label's app, in place of the stock ones."""
     routes = (
@@ -105,9 +129,14 @@ def install(app) -> None:
         ("/infer/wsi/{model}", "POST", wsi_infer.api_run_wsi_inference, _wsi_model, ["Infer"]),
         ("/logs/gpu", "GET", logs.gpu_info, _nvidia_smi, ["Logs"]),
         ("/session/{session_id}", "GET", session.api_get_session, _session_file, ["Session"]),
+        ("/datastore/image/info", "PUT", datastore.api_put_image_info, _json_object("info"), ["Datastore"]),
+        ("/datastore/label/info", "PUT", datastore.api_put_label_info, _json_object("info"), ["Datastore"]),
+        ("/datastore/updatelabelinfo", "PUT", datastore.api_update_label_info, _json_object("params"), ["Datastore"]),
+        ("/logs/", "GET", logs.api_get_logs, _log_lines, ["Logs"]),
     )
+    hidden = {"/infer/wsi/{model}", "/datastore/updatelabelinfo"}  # deprecated, out of the stock schema too
     for path, method, stock, check, tags in routes:
-        replace_route(app, path, method, _wrap(stock, check), tags=tags, include_in_schema=path != "/infer/wsi/{model}")
+        replace_route(app, path, method, _wrap(stock, check), tags=tags, include_in_schema=path not in hidden)
     not_archive = (shutil.ReadError, zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, zlib.error, lzma.LZMAError,
                    EOFError)  # what shutil.unpack_archive raises for a file that is not the archive its name says
     replace_route(app, "/session/", "PUT", _wrap(session.api_create_session, errors=not_archive,
