@@ -429,3 +429,30 @@ def test_every_key_with_every_kind_of_json(server, tiny_image, task):
             except AssertionError as error:
                 failures.append(str(error).splitlines()[0])
     assert not failures, f"{len(failures)} bad replies:\n" + "\n".join(failures)
+
+
+ids = st.sampled_from(["", "fuzz_tiny", "lung2_image", "no-such-image", "..", "../lung2_image", "/etc/passwd",
+                       ".medvl-tmp", "lung2_image.nii.gz", "a" * 300, "%2e%2e", "\x00"]) | st.text(max_size=12)
+QUERY = st.fixed_dictionaries({}, optional={
+    "image": ids,
+    "session_id": st.sampled_from(["", "no-such-session", "../x"]) | st.text(max_size=12),
+    "request_id": st.sampled_from(["", "r1", "x" * 65, "a b", "../x"]) | st.text(max_size=12),
+    "output": st.sampled_from(["image", "json", "all", "dicom_seg", "zzz", ""]),
+})
+
+
+@_seed
+@_settings(PARAMS_EXAMPLES)
+@given(task=st.sampled_from(sorted(VALID)), query=QUERY, params=st.sampled_from(
+    ["{}", '{"foreground": [[5, 5, 3]], "propagate": false}', '{"text": "lungs"}', '{"question": "How large?"}']))
+def _fuzz_query(url: str, task, query, params):
+    query = {k: v.replace("\x00", "") for k, v in query.items()}  # requests refuses NUL in a URL
+    r = requests.post(f"{url}/infer/{task}", params=query, files={"params": (None, params)}, timeout=TIMEOUT_S)
+    check_reply(r, f"POST /infer/{task} {query} params={params}")
+
+
+def test_infer_query(server, tiny_image):
+    """`image`, `session_id`, `request_id`, `output` of POST /infer/<task>: unknown, traversal, junk."""
+    _within_budget("the /infer query fuzz")
+    _fuzz_query(server.url)
+    check_alive(server.url)
