@@ -241,6 +241,8 @@ FOUND = [
     ("PUT", "/session/", {"uncompress": "true"}, {"files": ("files", b"not an archive")}, 400),  # 500
     ("PUT", "/session/", {"uncompress": "true"}, {"files": ("x.zip", b"not a zip")}, 400),  # 500
     ("PUT", "/session/", {"uncompress": "true"}, {"files": ("x.tar.gz", b"not a tar")}, 400),  # 500
+    ("GET", "/session/no\nsuch", {}, None, 404),  # 404, detail on two lines (the id quoted)
+    ("GET", "/model/info/no\nsuch", {}, None, 404),  # 404, detail on two lines
 ]
 
 

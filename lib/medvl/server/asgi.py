@@ -14,7 +14,8 @@ progress, contained uploads: `medvl.server.routes_infer`); `PUT /datastore/image
 bodies over `max_upload_mb` are refused with 413 before they are stored
 (`medvl.server.uploads.BodyLimitMiddleware`). Stock routes that answer bad input with 500 (or
 accept it) are wrapped with a check first (`medvl.server.routes_stock`); FastAPI's 422 for a
-parameter of the wrong type says it in one line, like every other 4xx here. `GET /medvl/report/<report id>/<report.json | report.md |
+parameter of the wrong type says it in one line, like every other 4xx here (an HTTPException's
+`detail` that quotes a client's newline is put on one line too). `GET /medvl/report/<report id>/<report.json | report.md |
 overview.png>` (`medvl.server.language.REPORT_ROUTE`) serves the files of a
 `medvl_report` answer (404 once pruned or for an unknown id).
 
@@ -30,9 +31,11 @@ import json
 import logging
 
 from fastapi import HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from monailabel.app import app
 from monailabel.interfaces.exception import ImageNotFoundException, LabelNotFoundException, MONAILabelError, \
     MONAILabelException
@@ -58,6 +61,15 @@ def _reply(request: Request, status: int, detail: str) -> JSONResponse:
 async def _malformed_json(request: Request, error: json.JSONDecodeError):
     return _reply(request, 400, one_line(f"malformed JSON in the request (params/info form field): {error.msg} at "
                                          f"character {error.pos}; send a JSON object such as {{\"foreground\": []}}"))
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, error: StarletteHTTPException):
+    """Every HTTPException, the stock routes' included, with its status and a one-line `detail`: stock
+    messages quote the client's value ("Session (<id>) Not Found"), which may hold a newline."""
+    if isinstance(error.detail, str):
+        error.detail = one_line(error.detail)
+    return await http_exception_handler(request, error)
 
 
 @app.exception_handler(RequestValidationError)

@@ -43,8 +43,8 @@ from medvl.server.routing import replace_route
 MAX_LOG_LINES = 1_000_000  # GET /logs/?lines=: the log's tail, read into memory
 
 
-def _wrap(stock, check=None, errors: tuple[type, ...] = (), why: str = ""):
-    """`stock` with `check(**kwargs)` before it and `errors` it raises answered 400 `why: <error>`."""
+def _wrap(stock, check=None, errors: tuple[type, ...] = (), why=None):
+    """`stock` with `check(**kwargs)` before it; `errors` it raises answered 400 with `why(kwargs, error)`."""
     @functools.wraps(stock)
     async def endpoint(**kwargs):
         if check is not None:
@@ -52,8 +52,14 @@ def _wrap(stock, check=None, errors: tuple[type, ...] = (), why: str = ""):
         try:
             return await stock(**kwargs)
         except errors as error:
-            raise HTTPException(400, one_line(f"{why}: {error}")) from None
+            raise HTTPException(400, one_line(why(kwargs, error))) from None
     return endpoint
+
+
+def _not_archive(kwargs: dict, error: Exception) -> str:
+    names = ", ".join(shown(getattr(f, "filename", "") or "") for f in kwargs.get("files") or ())
+    return (f"uncompress=true needs a .zip, .tar, .tar.gz or .tgz archive named with its extension; {names} is not "
+            f"one ({type(error).__name__})")
 
 
 def _info() -> dict:
@@ -139,6 +145,5 @@ def install(app) -> None:
         replace_route(app, path, method, _wrap(stock, check), tags=tags, include_in_schema=path not in hidden)
     not_archive = (shutil.ReadError, zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, zlib.error, lzma.LZMAError,
                    EOFError)  # what shutil.unpack_archive raises for a file that is not the archive its name says
-    replace_route(app, "/session/", "PUT", _wrap(session.api_create_session, errors=not_archive,
-                  why="uncompress=true needs a .zip, .tar, .tar.gz or .tgz archive named with its extension"),
+    replace_route(app, "/session/", "PUT", _wrap(session.api_create_session, errors=not_archive, why=_not_archive),
                   tags=["Session"])
