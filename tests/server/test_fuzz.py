@@ -28,7 +28,7 @@ operation after its coverage cases, 100 per task), generation is derandomized (t
 every run: stable in CI), no example database, no shrinking (a failure shows the raw case, as
 a curl command for the OpenAPI run), and once the module's time budget (`MEDVL_FUZZ_BUDGET_S`,
 default 150 s from its first fuzz) is spent the remaining operations and tasks are skipped,
-visibly, with that reason. The default run of this file took 92 s, server start included, on
+visibly, with that reason. The default run of this file took 90-100 s, server start included, on
 a shared 2-core machine.
 
 A longer fuzz, random instead of derandomized, shrinking what it finds:
