@@ -102,7 +102,7 @@ async def _medvl_error(request: Request, error: MedVLError):
 routes_infer.install(app)  # /infer off the event loop; /medvl/progress, /medvl/cancel
 routes_datastore.install(app)  # PUT /datastore/image and /label: bounded, contained uploads
 routes_session.install(app)  # /session/: checked ids, one checked image file
-routes_stock.install(app)  # stock train, batch infer, active learning, WSI, GPU log, session routes: bad input -> 4xx
+routes_stock.install(app)  # stock train, batch infer, active learning, WSI, logs, info routes: bad input -> 4xx
 
 
 def _body_limit() -> int:

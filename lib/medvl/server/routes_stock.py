@@ -3,7 +3,8 @@
 Found by the fuzz run (tests/server/test_fuzz.py). Each stock endpoint is wrapped, not
 rewritten: the wrapper keeps the stock signature (FastAPI reads it through `__wrapped__`,
 so the OpenAPI schema and the parameter parsing stay the stock ones), checks the request,
-then awaits the stock endpoint. The checks:
+then awaits the stock endpoint. (`/session/` routes: `medvl.server.routes_session`, which
+refuses the archives and folders the stock ones answered 500 for.) The checks:
 
 - `POST /train/{model}`: the model must have a trainer (this app has none: the stock route
   starts a training process for any name and answers 200);
@@ -12,9 +13,6 @@ then awaits the stock endpoint. The checks:
 - `POST /infer/wsi_v2/{model}`, `POST /infer/wsi/{model}`: the model must be a 2D (WSI) model;
   this app's are all 3D (stock: 500 for a missing image, a bad `wsi` form or a 3D model);
 - `GET /logs/gpu`: needs `nvidia-smi` on the server (stock: 500 without it);
-- `GET /session/{id}?image=true`: the session's image must be one file, not a folder (the
-  folder of a multi-file or uncompressed upload; stock: 500);
-- `PUT /session/?uncompress=true`: the upload must be a zip or tar archive (stock: 500);
 - `PUT /datastore/image/info`, `PUT /datastore/label/info` (and the deprecated
   `/datastore/updatelabelinfo`): the `info` / `params` form must be a JSON object (stock: 500);
 - `GET /logs/`: `lines` at most `MAX_LOG_LINES` (stock: 500 past 2**63).
@@ -24,16 +22,10 @@ from __future__ import annotations
 
 import functools
 import json
-import gzip
-import lzma
-import os
 import shutil
-import tarfile
-import zipfile
-import zlib
 
 from fastapi import HTTPException
-from monailabel.endpoints import activelearning, batch_infer, datastore, logs, session, train, wsi_infer
+from monailabel.endpoints import activelearning, batch_infer, datastore, logs, train, wsi_infer
 from monailabel.interfaces.utils.app import app_instance
 
 from medvl.server.containment import shown
@@ -43,23 +35,13 @@ from medvl.server.routing import replace_route
 MAX_LOG_LINES = 1_000_000  # GET /logs/?lines=: the log's tail, read into memory
 
 
-def _wrap(stock, check=None, errors: tuple[type, ...] = (), why=None):
-    """`stock` with `check(**kwargs)` before it; `errors` it raises answered 400 with `why(kwargs, error)`."""
+def _wrap(stock, check):
+    """`stock` with `check(**kwargs)` first: FastAPI parses the stock signature (through `__wrapped__`)."""
     @functools.wraps(stock)
     async def endpoint(**kwargs):
-        if check is not None:
-            check(**kwargs)
-        try:
-            return await stock(**kwargs)
-        except errors as error:
-            raise HTTPException(400, one_line(why(kwargs, error))) from None
+        check(**kwargs)
+        return await stock(**kwargs)
     return endpoint
-
-
-def _not_archive(kwargs: dict, error: Exception) -> str:
-    names = ", ".join(shown(getattr(f, "filename", "") or "") for f in kwargs.get("files") or ())
-    return (f"uncompress=true needs a .zip, .tar, .tar.gz or .tgz archive named with its extension; {names} is not "
-            f"one ({type(error).__name__})")
 
 
 def _info() -> dict:
@@ -99,14 +81,6 @@ def _nvidia_smi(**_) -> None:
         raise HTTPException(404, "no GPU info: nvidia-smi is not installed on this server (no NVIDIA driver)")
 
 
-def _session_file(session_id: str, image: bool = False, **_) -> None:
-    sessions = app_instance().sessions()
-    found = sessions.get_session(session_id) if image and sessions is not None else None
-    if found is not None and os.path.isdir(found.image):
-        raise HTTPException(400, f"session {shown(session_id)} holds a folder of files (a multi-file or uncompressed "
-                                 "upload), not one image file: ask without image=true for its info")
-
-
 def _json_object(field: str):
     def check(**kwargs) -> None:
         text = kwargs.get(field)
@@ -134,7 +108,6 @@ def install(app) -> None:
         ("/infer/wsi_v2/{model}", "POST", wsi_infer.api_run_wsi_v2_inference, _wsi_model, ["Infer"]),
         ("/infer/wsi/{model}", "POST", wsi_infer.api_run_wsi_inference, _wsi_model, ["Infer"]),
         ("/logs/gpu", "GET", logs.gpu_info, _nvidia_smi, ["Logs"]),
-        ("/session/{session_id}", "GET", session.api_get_session, _session_file, ["Session"]),
         ("/datastore/image/info", "PUT", datastore.api_put_image_info, _json_object("info"), ["Datastore"]),
         ("/datastore/label/info", "PUT", datastore.api_put_label_info, _json_object("info"), ["Datastore"]),
         ("/datastore/updatelabelinfo", "PUT", datastore.api_update_label_info, _json_object("params"), ["Datastore"]),
@@ -143,7 +116,3 @@ def install(app) -> None:
     hidden = {"/infer/wsi/{model}", "/datastore/updatelabelinfo"}  # deprecated, out of the stock schema too
     for path, method, stock, check, tags in routes:
         replace_route(app, path, method, _wrap(stock, check), tags=tags, include_in_schema=path not in hidden)
-    not_archive = (shutil.ReadError, zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, zlib.error, lzma.LZMAError,
-                   EOFError)  # what shutil.unpack_archive raises for a file that is not the archive its name says
-    replace_route(app, "/session/", "PUT", _wrap(session.api_create_session, errors=not_archive, why=_not_archive),
-                  tags=["Session"])
