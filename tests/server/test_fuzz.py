@@ -18,7 +18,9 @@ Runs against the shared `server` fixture (the real MONAI Label server with our a
    drawn for it, so a request that reaches the engine stays cheap. The `smollm2` narrator is
    left out (about 50 s per report on CPU).
 3. `test_every_key_with_every_kind_of_json[<task>]`: each key alone set to each kind of JSON
-   value (`EDGES`), deterministic; `test_found_by_the_fuzz`: each 5xx the fuzz found, kept.
+   value (`EDGES`), deterministic; `test_infer_query`: the query of `POST /infer/<task>`
+   (`image` unknown / traversal / junk, `session_id`, `request_id`, `output`);
+   `test_found_by_the_fuzz`: each 5xx the fuzz found, kept as a plain check.
 
 Checks, per response: status < 500; a 4xx carries JSON `{"detail": "<one line>"}`. After
 each run `GET /info/` still answers 200.
@@ -28,7 +30,7 @@ operation after its coverage cases, 100 per task), generation is derandomized (t
 every run: stable in CI), no example database, no shrinking (a failure shows the raw case, as
 a curl command for the OpenAPI run), and once the module's time budget (`MEDVL_FUZZ_BUDGET_S`,
 default 150 s from its first fuzz) is spent the remaining operations and tasks are skipped,
-visibly, with that reason. The default run of this file took 90-100 s, server start included, on
+visibly, with that reason. The default run of this file took 60-100 s, server start included, on
 a shared 2-core machine.
 
 A longer fuzz, random instead of derandomized, shrinking what it finds:
