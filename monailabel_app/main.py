@@ -17,6 +17,7 @@ What this class adds to `MONAILabelApp`:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -40,10 +41,15 @@ from medvl.server.settings import ServerSettings
 
 logger = logging.getLogger(__name__)
 
+REPORTS_DIR = ".medvl-reports"  # medvl_report's files when --conf report_dir is not given
+
 
 class MedVLApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: dict):
         self.settings = ServerSettings.from_conf(conf)  # typed, parsed once here
+        if not self.settings.report_dir and not studies.startswith(("http://", "https://")):
+            # beside the datastore (hidden, not scanned), the newest `reports_kept` kept across restarts
+            self.settings = dataclasses.replace(self.settings, report_dir=os.path.join(studies, REPORTS_DIR))
         self.service = InteractiveService(self.settings)  # sessions + shared engine for every task
         self.language = LanguageService(self.service)  # text, report and vqa tasks on the same sessions
         super().__init__(

@@ -72,7 +72,8 @@ def test_bounded_load_with_kill_and_restart(result):
     assert result["wrong_masks"] == 0, result["wrong_mask_details"]
     assert result["wrong_answers"] == 0, result["wrong_answer_details"]
     ran = {kind for kind, row in result["kinds"].items() if row["n"]}
-    assert {"first", "correction", "undo", "text", "report", "save_infer", "save_put"} <= ran
+    assert {"first", "correction", "undo", "text", "report"} <= ran
+    assert ran & {"save_infer", "save_put"}  # they alternate per client; a retry after the outage shifts which
     restart = result["restart"]
     assert restart["killed_at_request"] >= 6 and restart["restart_s"] > 0
     assert restart["labels_checked"] > 0 and restart["labels_incomplete"] == 0, restart["label_problems"]
@@ -85,8 +86,5 @@ def test_bounded_load_with_kill_and_restart(result):
     assert result["peak_rss_mb"] > 0 and isinstance(result["goals"]["memory_within_budget"], bool)
 
 
-@pytest.mark.xfail(reason="server bug (reported from the bench-load branch): the result temp files "
-                          "(TMPDIR/medvl-*.nrrd) of requests in flight at kill -9 are never removed; the "
-                          "restarted server does not sweep them", strict=False)
 def test_no_temp_file_of_the_killed_server_is_left(result):
     assert result["files_left"] == []

@@ -40,6 +40,7 @@ def server_env(base: dict | None = None) -> dict:
     env = dict(os.environ if base is None else base)
     parts = [str(REPO_ROOT / "lib"), env.get("PYTHONPATH", "")]
     env["PYTHONPATH"] = os.pathsep.join(p for p in parts if p)
+    env.setdefault("MALLOC_ARENA_MAX", "2")  # glibc: few malloc arenas, so worker threads do not each grow one
     return env
 
 

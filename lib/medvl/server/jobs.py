@@ -190,6 +190,8 @@ class JobRegistry:
                 if error is not None:
                     job.reason = " ".join(str(error).split())[:300]
             job.finished = time.monotonic()
+            # the answer carries the mask: keep only which slices were done (progress), not their masks
+            job.slices, job.shape_kji, job.geometry = dict.fromkeys(job.slices), None, None
 
     def running(self) -> int:
         with self._lock:

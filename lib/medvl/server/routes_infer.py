@@ -42,7 +42,7 @@ from medvl.server.containment import check_name
 from medvl.server.http import one_line
 from medvl.server.jobs import JOB_KEY
 from medvl.server.routing import replace_route
-from medvl.server.uploads import UPLOAD_KEY, check_image_file, receive_upload
+from medvl.server.uploads import UPLOAD_KEY, check_image_file, receive_upload, tmp_dir
 
 logger = logging.getLogger(__name__)
 
@@ -162,11 +162,12 @@ async def progress(request_id: str, mask: bool = False,
         return job.progress()
     partial = job.partial_mask()
     if partial is None:
-        raise HTTPException(409, f"request {job.id} has no mask yet (it is not propagating); ask without mask=1")
+        raise HTTPException(409, f"request {job.id} has no partial mask (not propagating yet, or finished: its "
+                                 "answer carries the mask); ask without mask=1")
     from medvl.server.results import write_labels
 
     labels, geometry = partial
-    fd, path = tempfile.mkstemp(prefix="medvl-progress-", suffix=".nrrd")
+    fd, path = tempfile.mkstemp(prefix="medvl-progress-", suffix=".nrrd", dir=tmp_dir(app_instance().studies))
     os.close(fd)
     await run_in_threadpool(write_labels, path, labels, geometry)
     return FileResponse(path, media_type="application/octet-stream", filename=f"{job.id}.nrrd",

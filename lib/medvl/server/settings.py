@@ -35,7 +35,7 @@ class ServerSettings:
     default_axis: str = "k"  # slicing/propagation axis when a request names none
     threads: int = 0  # torch intra-op threads for the engine; 0 = leave torch's default
     text_refine: str = "auto"  # language tasks' nodule refinement when a request names none: hu / engine / auto
-    report_dir: str = ""  # where medvl_report writes report.json/.md/overview.png; "" = a temporary folder
+    report_dir: str = ""  # where medvl_report writes report.json/.md/overview.png; "" = <studies>/.medvl-reports
     reports_kept: int = 64  # newest reports kept in report_dir (older ones deleted)
     max_propagation_s: float = 300.0  # propagation compute one request may use; then it stops, keeping what was done
     max_upload_mb: int = 1024  # largest upload (image or label file, as sent); bigger bodies get HTTP 413

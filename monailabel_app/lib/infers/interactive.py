@@ -37,14 +37,15 @@ class InteractiveInferTask(InferTask):
 
 
 def run_to_file(request, prefix: str, run):
-    """Call `run(out_path)` with a fresh temp file of the requested result extension.
+    """Call `run(out_path)` with a fresh temp file of the requested result extension, in the
+    studies' tmp folder (so the next start removes what a killed server left there).
 
     `run` returns `(path or None, info)`; the temp file is removed when it fails or
     answers without a file, and otherwise handed to MONAI Label (which deletes it).
     """
     ext = str(request.get(RESULT_EXTENSION) or ".nrrd")
     ext = ext if ext in EXTENSIONS else ".nrrd"  # a bad value is reported by the protocol parser
-    fd, out_path = tempfile.mkstemp(suffix=ext, prefix=prefix)
+    fd, out_path = tempfile.mkstemp(suffix=ext, prefix=prefix, dir=_results_dir())
     os.close(fd)
     try:
         path, info = run(out_path)
@@ -54,3 +55,12 @@ def run_to_file(request, prefix: str, run):
     if path is None:
         os.unlink(out_path)
     return path, info
+
+
+def _results_dir() -> str | None:
+    from monailabel.interfaces.utils.app import app_instance
+
+    from medvl.server.uploads import tmp_dir
+
+    studies = str(getattr(app_instance(), "studies", "") or "")
+    return None if not studies or studies.startswith(("http://", "https://")) else str(tmp_dir(studies))
