@@ -32,6 +32,7 @@ import numpy as np
 from medvl.errors import PromptError, SessionError
 from medvl.io import read_volume
 from medvl.server import results
+from medvl.server.fair_lock import FairLock
 from medvl.server.jobs import JOB_KEY, Job, JobRegistry
 from medvl.server.protocol import (AXES, BoxPrompt, InteractiveRequest, PointPrompt, check_in_volume, parse_request,
                                    roi_boxes, session_key)
@@ -62,7 +63,7 @@ class Timer:
 class InteractiveService:
     def __init__(self, settings: ServerSettings, engine=None):
         self.settings = settings
-        self.compute_lock = threading.Lock()  # lock 3 of medvl.server.sessions: engine calls only
+        self.compute_lock = FairLock()  # lock 3 of medvl.server.sessions: engine calls only, least-served first
         self.store = SessionStore(settings.cache_bytes, settings.session_ttl_s, sizeof=_entry_bytes)
         self._engine = engine  # shared by all sessions; built on first use
         self._engine_lock = threading.Lock()
@@ -259,7 +260,7 @@ class InteractiveService:
 
 # ---- engine calls, all under the compute lock -------------------------------------------
 class _EngineCalls:
-    def __init__(self, lock: threading.Lock, timer: Timer):
+    def __init__(self, lock: FairLock, timer: Timer):
         self.lock, self.timer = lock, timer
 
     def run(self, stage: str, fn, *args, **kwargs):

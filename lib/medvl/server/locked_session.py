@@ -9,11 +9,10 @@ of holding it for the whole solve (`medvl.server.sessions`, lock 3).
 
 from __future__ import annotations
 
-import threading
 
 
 class StepLockedSession:
-    def __init__(self, session, lock: threading.Lock):
+    def __init__(self, session, lock):
         self._session = session  # medvl.session.VolumeSession, held under its session lock
         self._lock = lock  # the server's compute lock
 

@@ -39,6 +39,7 @@ from monailabel.utils.others.generic import remove_file
 
 from medvl.server.auth import check_save_label
 from medvl.server.containment import check_name
+from medvl.server.fair_lock import start_request
 from medvl.server.http import one_line
 from medvl.server.jobs import JOB_KEY
 from medvl.server.routing import replace_route
@@ -143,7 +144,11 @@ async def run_inference(
 
 async def _run_cancellable(request: Request, job, fn, *args):
     """`fn(*args)` in a worker thread; the job is cancelled if the client goes away meanwhile."""
-    work = asyncio.ensure_future(run_in_threadpool(fn, *args))
+    def in_worker():
+        start_request()  # this request's share of the compute lock starts at 0 (medvl.server.fair_lock)
+        return fn(*args)
+
+    work = asyncio.ensure_future(run_in_threadpool(in_worker))
     while True:
         done, _ = await asyncio.wait({work}, timeout=_POLL_S)
         if done:

@@ -28,7 +28,9 @@ Locks, always taken in this order (never the reverse, so no cycle can form):
    the sentence encoder, `anatomy_for` - are not thread-safe), always inside a session lock
    when there is one. So requests on different sessions decode and write files in
    parallel, share the CPU/GPU one step at a time, and a click on another session waits
-   for at most one slice of a running propagation.
+   for at most one slice of a running propagation. The lock goes to the waiting request
+   that has held it least so far (`medvl.server.fair_lock`): new and short requests
+   (corrections) go ahead of long propagations.
 
 Requests run in worker threads (`medvl.server.routes_infer`), never on the event loop, so
 `/info/` and the other routes answer while inference runs.
