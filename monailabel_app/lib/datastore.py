@@ -79,6 +79,11 @@ class CheckedLocalDatastore(LocalDatastore):
         self._label_path(label_id, label_tag)
         return super().get_label_info(label_id, label_tag)
 
+    def get_dataset_archive(self, limit_cases):
+        if not self.datalist():  # the stock code asserts (HTTP 500)
+            raise LabelNotFoundException("no image has a final label yet: save labels before downloading the dataset")
+        return super().get_dataset_archive(limit_cases)
+
     # -- writes ------------------------------------------------------------------------------
     def add_image(self, image_id, image_filename, image_info):
         ext = upload_extension(os.path.basename(image_filename))

@@ -204,3 +204,12 @@ def test_good_uploads_work_and_leave_no_temp(small_server, files):
 def test_a_stream_longer_than_its_header_is_refused_under_a_large_limit(files):
     with pytest.raises(UploadTooLargeError, match="more than its header declares"):
         check_image_file(files["bomb"], 10**8)
+
+
+@requires_server
+@pytest.mark.server
+def test_dataset_download_without_final_labels_is_404(small_server):
+    import requests
+
+    r = requests.get(small_server.url + "/datastore/dataset", timeout=60)
+    assert r.status_code == 404 and "final label" in r.json()["detail"]
