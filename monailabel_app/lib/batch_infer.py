@@ -19,8 +19,12 @@ from monailabel.interfaces.tasks.batch_infer import BatchInferTask
 
 from medvl.errors import MedVLError
 from medvl.server.http import one_line, status_for
+from medvl.server.jobs import JOB_KEY
+from medvl.server.uploads import UPLOAD_KEY
 
 logger = logging.getLogger(__name__)
+
+SERVER_ONLY_KEYS = ("session", "image_path", UPLOAD_KEY, JOB_KEY)
 
 
 class PerImageBatchInferTask(BatchInferTask):
@@ -35,6 +39,8 @@ class PerImageBatchInferTask(BatchInferTask):
             except MedVLError as error:
                 return _failed(req, status_for(error), error)
 
+        # keys only our /infer route may set (an upload, a MONAI Label session, a job): never a batch client's
+        request = {k: v for k, v in request.items() if k not in SERVER_ONLY_KEYS}
         import torch
 
         if not torch.cuda.is_available():
