@@ -101,3 +101,13 @@ def largest_slice_box(label: np.ndarray) -> list[list[int]]:
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.astype(bool), b.astype(bool)
     return float(2 * np.count_nonzero(a & b) / max(1, np.count_nonzero(a) + np.count_nonzero(b)))
+
+
+def empty_soon(folder: Path, timeout_s: float = 10.0) -> None:
+    """Assert `folder` is empty within `timeout_s` (files removed by a background task after a reply)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while list(folder.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not list(folder.iterdir()), sorted(p.name for p in folder.iterdir())
