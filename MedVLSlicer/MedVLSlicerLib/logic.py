@@ -415,26 +415,22 @@ class InteractiveLogic:
     def progress(self) -> Optional[dict]:
         """Any thread: the server's progress of the newest request (`state`, `slices_done`,
         `elapsed_s`), or None when there is none or the server cannot say."""
-        client = self.client
-        if client is None or not client.last_request_id:
-            return None
-        try:
-            return client.progress(client.last_request_id)
-        except MedVLSlicerError as error:
-            logger.debug("no progress for %s: %s", client.last_request_id, error)
-            return None
+        return self._about_newest_request("progress")
 
     def cancel_running(self) -> bool:
         """Any thread: ask the server to stop the newest request at its next slice (the session
         keeps the slices done); True when the server was still running it."""
+        return bool((self._about_newest_request("cancel_request") or {}).get("cancelled"))
+
+    def _about_newest_request(self, call: str) -> Optional[dict]:
         client = self.client
         if client is None or not client.last_request_id:
-            return False
+            return None
         try:
-            return bool(client.cancel_request(client.last_request_id).get("cancelled"))
+            return getattr(client, call)(client.last_request_id)
         except MedVLSlicerError as error:
-            logger.debug("cancel of %s: %s", client.last_request_id, error)
-            return False
+            logger.debug("%s of %s: %s", call, client.last_request_id, error)
+            return None
 
     def discard(self, obj_id: int) -> None:
         """Main thread: a request of this object was cancelled; its answer never arrived, so

@@ -39,6 +39,22 @@ def status_for(error: BaseException) -> int:
                 else 400)
 
 
+def json_object(text: str | None, field: str, example: str = "{}") -> dict:
+    """A form field's JSON object (empty -> {}); else FastAPI's HTTPException 400 naming the field."""
+    import json
+
+    from fastapi import HTTPException
+
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError as error:
+        raise HTTPException(400, one_line(f"{field} is not valid JSON ({error}); send a JSON object such as "
+                                          f"{example}")) from None
+    if not isinstance(value, dict):
+        raise HTTPException(400, f"{field} must be a JSON object, got {type(value).__name__}: send e.g. {example}")
+    return value
+
+
 def one_line(text: object) -> str:
     """`text` on one line (clients show `detail` in a status bar or a single log line)."""
     return " ".join(str(text).split())

@@ -13,7 +13,6 @@ suffix and hand it to the datastore on the event loop. Ours keep their contract 
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Optional
 
@@ -24,7 +23,7 @@ from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.utils.app import app_instance
 
 from medvl.server.containment import check_name, upload_id
-from medvl.server.http import one_line
+from medvl.server.http import json_object
 from medvl.server.routing import replace_route
 from medvl.server.uploads import receive_upload, temporary_upload
 
@@ -39,23 +38,13 @@ def install(app) -> None:
                   summary="Save a label for a datastore image (checked against the image's grid, atomic)")
 
 
-def _params(text: str, field: str = "params") -> dict:
-    try:
-        value = json.loads(text) if text else {}
-    except ValueError as error:
-        raise HTTPException(400, one_line(f"{field} is not valid JSON ({error}); send a JSON object")) from None
-    if not isinstance(value, dict):
-        raise HTTPException(400, f"{field} must be a JSON object, got {type(value).__name__}")
-    return value
-
-
 async def add_image(
     image: Optional[str] = None,
     params: str = Form("{}"),
     file: UploadFile = File(...),
     user: User = Depends(RBAC(monailabel_settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR)),
 ):
-    info = _params(params)
+    info = json_object(params, "params")
     image_id = check_name(image, "image id") if image else upload_id(file.filename)
     instance = app_instance()
     path = await receive_upload(file, instance.studies, instance.settings.max_upload_mb)
@@ -73,7 +62,7 @@ async def save_label(
     label: UploadFile = File(...),
     user: User = Depends(RBAC(monailabel_settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR)),
 ):
-    info = _params(params)
+    info = json_object(params, "params")
     tag = check_name(tag or "final", "label tag")
     instance = app_instance()
     datastore = instance.datastore()

@@ -22,7 +22,6 @@ another session waits for at most one slice of a running propagation.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import tempfile
@@ -40,7 +39,7 @@ from monailabel.utils.others.generic import remove_file
 from medvl.server.auth import check_save_label
 from medvl.server.containment import check_name
 from medvl.server.fair_lock import start_request
-from medvl.server.http import one_line
+from medvl.server.http import json_object
 from medvl.server.jobs import JOB_KEY
 from medvl.server.routing import replace_route
 from medvl.server.uploads import UPLOAD_KEY, check_image_file, receive_upload, tmp_dir
@@ -94,14 +93,7 @@ async def run_inference(
         raise HTTPException(400, "this server's tasks take no label file (scribbles); send prompts in params")
     if output == ResultType.dicom_seg:
         raise HTTPException(400, "output=dicom_seg is not served here; ask for output=image, json or all")
-    try:
-        extra = json.loads(params) if params else {}
-    except ValueError as error:
-        raise HTTPException(400, one_line(f"params is not valid JSON ({error}); send a JSON object such as "
-                                          "{\"foreground\": [[10, 20, 3]]}")) from None
-    if not isinstance(extra, dict):
-        raise HTTPException(400, f"params must be a JSON object, got {type(extra).__name__}: send e.g. "
-                                 "{\"foreground\": [[10, 20, 3]]}")
+    extra = json_object(params, "params", '{"foreground": [[10, 20, 3]]}')
     check_save_label(request.scope, extra)  # save_label writes the datastore: admin token (medvl.server.auth)
 
     for key in RESERVED_KEYS & extra.keys():  # set by this route or MONAI Label, never by a client

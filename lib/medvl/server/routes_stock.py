@@ -21,7 +21,6 @@ refuses the archives and folders the stock ones answered 500 for.) The checks:
 from __future__ import annotations
 
 import functools
-import json
 import shutil
 
 from fastapi import HTTPException
@@ -29,7 +28,7 @@ from monailabel.endpoints import activelearning, batch_infer, datastore, logs, t
 from monailabel.interfaces.utils.app import app_instance
 
 from medvl.server.containment import shown
-from medvl.server.http import one_line
+from medvl.server.http import json_object
 from medvl.server.routing import replace_route
 
 MAX_LOG_LINES = 1_000_000  # GET /logs/?lines=: the log's tail, read into memory
@@ -83,14 +82,7 @@ def _nvidia_smi(**_) -> None:
 
 def _json_object(field: str):
     def check(**kwargs) -> None:
-        text = kwargs.get(field)
-        try:
-            value = json.loads(text) if text else {}
-        except ValueError as error:
-            raise HTTPException(400, one_line(f"{field} is not valid JSON ({error}); send a JSON object")) from None
-        if not isinstance(value, dict):
-            raise HTTPException(400, f"{field} must be a JSON object, got {type(value).__name__}: send e.g. "
-                                     "{\"comment\": \"checked\"}")
+        json_object(kwargs.get(field), field, '{"comment": "checked"}')
     return check
 
 
