@@ -36,9 +36,15 @@ class SlicePrompt:
     points: list[tuple[float, float]] = field(default_factory=list)  # (x=col, y=row)
     labels: list[int] = field(default_factory=list)  # 1 foreground, 0 background, per point
     boxes: list[tuple[float, float, float, float]] = field(default_factory=list)  # (x0, y0, x1, y1) inclusive
+    # the object's mask on this slice before its first prompt here (a propagated mask being
+    # corrected), None when the slice had none: clicks without a box edit this mask locally
+    prior: np.ndarray | None = field(default=None, repr=False)
 
     def is_empty(self) -> bool:
         return not self.points and not self.boxes
+
+    def copy(self) -> "SlicePrompt":
+        return SlicePrompt(list(self.points), list(self.labels), list(self.boxes), self.prior)
 
 
 @dataclass
@@ -85,6 +91,12 @@ class Engine(Protocol):
 
     def forget(self, state: object, obj_id: int) -> None:
         """Drop whatever the engine remembers of one object (called on reset and undo)."""
+
+    # Optional: an engine with `local_corrections = True` takes two more keywords in
+    # `propagate`: `previous` (slice index -> the object's 2D mask from its last propagation,
+    # seeds included; None or empty: propagate from scratch), so a corrected seed is
+    # re-propagated only until it agrees with the previous result, which is kept beyond and
+    # yielded again; and `scores` (a dict the engine fills with its confidence per yielded slice).
 
     def stats(self, state: object) -> dict:
         """Counters for benchmarks and latencies: encoder passes, cache bytes, seconds."""

@@ -26,7 +26,8 @@ from medvl.engines.base import Engine, SlicePrompt
 from medvl.errors import PromptError, SessionError
 from medvl.session.state import (MASK, PROMPT, PROPAGATION, BoxPrompt, ObjectState, PointPrompt, Prompt,
                                  PromptResult)
-from medvl.slicing import check_axis, index_to_slice_xy, put_slice
+from medvl.session.quality import QualitySettings, assess
+from medvl.slicing import check_axis, index_to_slice_xy, num_slices, put_slice, take_slice
 from medvl.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class VolumeSession:
         self._objects: dict[int, ObjectState] = {}  # obj_id -> its prompts, masks, history
         self._bound: dict[str, object] = {}  # axis -> engine state, shared by all objects on that axis
         self._order: list[int] = []  # obj ids in the order of their prompts, for undo without obj_id
+        self.quality_settings = QualitySettings()  # how `quality()` calibrates and warns
 
     # -- volume ---------------------------------------------------------------------
     def set_volume(self, volume: Volume) -> None:
@@ -89,7 +91,7 @@ class VolumeSession:
         ijk = self._check_index(ijk, "point")
         index, xy = index_to_slice_xy(ijk, check_axis(axis))
         return self._prompt(obj_id, axis, index, lambda p: (p.points.append(xy), p.labels.append(int(positive))),
-                            PointPrompt(ijk, bool(positive)))
+                            PointPrompt(ijk, bool(positive)), defines=bool(positive))
 
     def add_box(self, corner0, corner1, obj_id: int = 1) -> PromptResult:
         """Box from two opposite inclusive corners (i, j, k) that agree on exactly one axis."""
@@ -103,15 +105,30 @@ class VolumeSession:
         _, b = index_to_slice_xy(c1, axis)
         box = (min(a[0], b[0]), min(a[1], b[1]), max(a[0], b[0]), max(a[1], b[1]))
         given = BoxPrompt(tuple(map(min, c0, c1)), tuple(map(max, c0, c1)))
-        return self._prompt(obj_id, axis, index, lambda p: p.boxes.append(box), given)
+        return self._prompt(obj_id, axis, index, lambda p: p.boxes.append(box), given, defines=True)
 
-    def _prompt(self, obj_id: int, axis: str, index: int, edit, given: Prompt) -> PromptResult:
+    @property
+    def _local(self) -> bool:
+        """True when the engine edits a propagated result locally (`Engine.local_corrections`)."""
+        return bool(getattr(self.engine, "local_corrections", False))
+
+    def _prompt(self, obj_id: int, axis: str, index: int, edit, given: Prompt, defines: bool) -> PromptResult:
+        """Apply one prompt; `defines`: it can make an object by itself (a box or a foreground click)."""
         t0 = time.perf_counter()
         obj = self._object(obj_id, axis)
+        if (self._local and not defines and obj.fixed is None and index not in obj.prompts
+                and index not in obj.propagated and self.needs_propagation(obj_id)):
+            self.run_propagation(obj_id)  # a background click corrects the result the user saw: make it
         snap = obj.snapshot(PROMPT)
         if obj.fixed is not None:  # prompts replace a whole-mask (text) result
             obj.prompts, obj.seeds, obj.propagated, obj.log, obj.fixed = {}, {}, {}, [], None
-        prompt = obj.prompts.setdefault(index, SlicePrompt())
+            obj.scores, obj.last_seeds = {}, {}
+        prompt = obj.prompts.get(index)
+        if prompt is None:
+            prompt = obj.prompts[index] = SlicePrompt()
+            if self._local and (obj.seeds or obj.propagated):  # a correction of the object's current mask
+                rows_cols = take_slice(self._require_volume().array, axis, index).shape
+                prompt.prior = obj.propagated.get(index, np.zeros(rows_cols, dtype=bool))
         edit(prompt)
         obj.log.append(given)
         try:
@@ -123,6 +140,7 @@ class VolumeSession:
             raise
         obj.history.append(snap)
         obj.seeds[index] = result.mask
+        obj.scores[index] = float(result.score)
         obj.propagated.pop(index, None)
         self._order.append(obj_id)
         return PromptResult(obj_id, axis, index, result.mask, result.score, time.perf_counter() - t0)
@@ -142,9 +160,12 @@ class VolumeSession:
                 continue  # a whole-mask result has nothing to propagate
             obj.history.append(obj.snapshot(PROPAGATION))
             self._order.append(oid)
-            obj.propagated = {}
+            extra = {}
+            if self._local:
+                extra = {"previous": obj.previous_result(), "scores": obj.scores}
+            obj.propagated, obj.last_seeds = {}, dict(obj.seeds)
             for index, mask in self.engine.propagate(obj.engine_state, dict(obj.seeds), dict(obj.prompts),
-                                                     should_stop, obj_id=oid):
+                                                     should_stop, obj_id=oid, **extra):
                 if index in obj.seeds:
                     continue
                 obj.propagated[index] = mask
@@ -163,6 +184,7 @@ class VolumeSession:
         obj = self._objects.get(obj_id) or self._object(obj_id, axis)
         obj.history.append(obj.snapshot(MASK))
         obj.prompts, obj.seeds, obj.propagated, obj.log, obj.clip = {}, {}, {}, [], None
+        obj.scores, obj.last_seeds = {}, {}
         obj.fixed = mask.copy()
         self.engine.forget(obj.engine_state, obj_id)
         self._order.append(obj_id)
@@ -269,6 +291,16 @@ class VolumeSession:
             inside[k0:k1 + 1, j0:j1 + 1, i0:i1 + 1] = True
             out &= inside
         return out
+
+    def quality(self, obj_id: int, settings: QualitySettings | None = None) -> dict:
+        """The object's quality estimate and warnings (`medvl.session.quality.assess`)."""
+        obj = self._get(obj_id)
+        shape = self._require_volume().array.shape
+        if obj.fixed is not None:
+            masks = {i: take_slice(obj.fixed, obj.axis, i) for i in range(num_slices(shape, obj.axis))}
+        else:
+            masks = obj.slice_masks()
+        return assess(masks, obj.scores, shape, obj.axis, settings or self.quality_settings)
 
     def labels(self) -> np.ndarray:
         """uint8 (k, j, i): 0 background, else the obj_id (a higher id wins where objects overlap)."""

@@ -49,16 +49,23 @@ class ObjectState:
     log: list[Prompt] = field(default_factory=list)  # every prompt applied, in order, as the caller gave it
     clip: tuple[int, int, int, int, int, int] | None = None  # ITK (i0, i1, j0, j1, k0, k1): mask limited to it
     fixed: np.ndarray | None = field(default=None, repr=False)  # bool (k, j, i) set whole (a text result)
+    scores: dict[int, float] = field(default_factory=dict)  # slice -> the engine's confidence in its mask
+    last_seeds: dict[int, np.ndarray] = field(default_factory=dict)  # the seeds the last propagation started from
 
     def snapshot(self, kind: str) -> "Snapshot":
         """The state now, before a step of `kind` (PROMPT, PROPAGATION or MASK)."""
-        return Snapshot(kind, {i: SlicePrompt(list(p.points), list(p.labels), list(p.boxes))
-                               for i, p in self.prompts.items()}, dict(self.seeds), dict(self.propagated),
-                        list(self.log), self.clip, self.fixed)
+        return Snapshot(kind, {i: p.copy() for i, p in self.prompts.items()}, dict(self.seeds),
+                        dict(self.propagated), list(self.log), self.clip, self.fixed, dict(self.scores),
+                        dict(self.last_seeds))
 
     def restore(self, snap: "Snapshot") -> None:
         self.prompts, self.seeds, self.propagated = snap.prompts, snap.seeds, snap.propagated
-        self.log, self.clip, self.fixed = snap.log, snap.clip, snap.fixed
+        self.log, self.clip, self.fixed, self.scores = snap.log, snap.clip, snap.fixed, snap.scores
+        self.last_seeds = snap.last_seeds
+
+    def previous_result(self) -> dict[int, np.ndarray]:
+        """The masks of the last propagation, seeds as they were then: what a correction edits."""
+        return {**self.propagated, **self.last_seeds}
 
     def slice_masks(self) -> dict[int, np.ndarray]:
         """Every slice's 2D mask; prompted slices win over propagated ones."""
@@ -74,6 +81,8 @@ class Snapshot:
     log: list[Prompt]  # the prompt log
     clip: tuple[int, int, int, int, int, int] | None  # the clip region
     fixed: np.ndarray | None  # the whole-mask result (never mutated, so shared)
+    scores: dict[int, float]  # the per-slice confidences
+    last_seeds: dict[int, np.ndarray]  # the seeds of the last propagation
 
 
 @dataclass

@@ -19,7 +19,7 @@ import torch
 from medvl.engines.base import CancelCheck, SlicePrompt, SliceResult
 from medvl.engines.cache import ByteLRU
 from medvl.engines.frame import SliceFrame
-from medvl.engines.litemedsam import pointing, tracking
+from medvl.engines.litemedsam import corrections, pointing, tracking
 from medvl.engines.litemedsam.model import IMAGE_SIZE, LiteMedSAM, load_litemedsam
 from medvl.intensity import IntensitySettings, intensity_bounds, to_unit
 from medvl.slicing import num_slices, slice_pixel_spacing, take_slice
@@ -62,6 +62,7 @@ class LiteMedSAMEngine:
     """See `medvl.engines.base.Engine`."""
 
     name = "litemedsam"
+    local_corrections = True  # see medvl.engines.base: clicks edit the propagated result locally
 
     def __init__(self, settings: LiteMedSAMSettings = LiteMedSAMSettings()):
         self.settings = settings
@@ -121,19 +122,15 @@ class LiteMedSAMEngine:
     # -- Engine interface -------------------------------------------------------------
     def segment_slice(self, state: LiteMedSAMState, slice_index: int, prompt: SlicePrompt,
                       obj_id: int | None = None) -> SliceResult:
-        points = np.asarray(prompt.points, dtype=np.float64).reshape(-1, 2)
-        labels = np.asarray(prompt.labels, dtype=np.int64)
-        if prompt.boxes:
-            logits, iou = self.decode(state, slice_index, boxes=[prompt.boxes[-1]],
-                                      points=points if len(points) else None, labels=labels)
-            return SliceResult(logits[0, 0] > 0, float(iou[0, 0]))
-        if self.settings.point_strategy == "sam_points":
-            return pointing.sam_points(self, state, slice_index, points, labels)
-        return pointing.box_search(self, state, slice_index, points, labels)
+        if not prompt.boxes and prompt.prior is None and self.settings.point_strategy == "sam_points":
+            points = np.asarray(prompt.points, dtype=np.float64).reshape(-1, 2)
+            return pointing.sam_points(self, state, slice_index, points, np.asarray(prompt.labels, dtype=np.int64))
+        return corrections.segment(self, state, slice_index, prompt)
 
     def propagate(self, state: LiteMedSAMState, seeds: dict[int, np.ndarray], prompts: dict[int, SlicePrompt],
-                  should_stop: CancelCheck | None = None, obj_id: int | None = None):
-        return tracking.propagate(self, state, seeds, should_stop, self.settings.tracking)
+                  should_stop: CancelCheck | None = None, obj_id: int | None = None,
+                  previous: dict[int, np.ndarray] | None = None, scores: dict | None = None):
+        return tracking.propagate(self, state, seeds, should_stop, self.settings.tracking, previous, scores)
 
     def forget(self, state: LiteMedSAMState, obj_id: int) -> None:
         """Nothing to drop: masks live in the session, embeddings are per slice, not per object."""

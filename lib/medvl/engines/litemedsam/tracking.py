@@ -38,6 +38,8 @@ class TrackingSettings:
     min_score: float = 0.5  # model IoU estimate below this ends a walk
     min_contrast_ratio: float = 0.15  # non-CT: (inside - ring) contrast / the prompted slices' contrast
     ring_px: int = 4  # width of the ring around a mask that its contrast is measured against
+    agree_iou: float = 0.9  # after a correction, a re-propagated slice agrees with the previous result ...
+    agree_slices: int = 2  # ... and this many agreeing slices in a row end the walk (the rest is kept)
 
 
 @dataclass
@@ -113,37 +115,112 @@ def accept(s: Step, pixel_mm2: float, modality: str, settings: TrackingSettings)
             and (calibrated or s.contrast_ratio >= settings.min_contrast_ratio))
 
 
-def _walk(engine, state, start: int, stop: int, direction: int, seed: np.ndarray, ref, settings):
-    """Yield accepted masks from start (exclusive) towards stop (inclusive)."""
+def _iou(a: np.ndarray, b: np.ndarray | None) -> float:
+    if b is None:
+        return 0.0
+    union = int((a | b).sum())
+    return 1.0 if union == 0 else int((a & b).sum()) / union
+
+
+@dataclass
+class _Walk:
+    """One walk from a seed towards `stop` (inclusive), one slice per `next()`."""
+
+    start: int
+    stop: int
+    direction: int
+    seed: np.ndarray
+    outer: bool  # no seed beyond `stop`: the slices past where the walk ends belong to nobody
+    previous: dict | None  # local mode: the previous result, to stop where the walk agrees with it
+    ended_at: int | None = None  # the first slice the walk refused (None: it agreed or reached `stop`)
+
+
+def _run(engine, state, walk: _Walk, ref, settings, scores):
+    """Yield accepted (index, mask) of `walk`; stop at a refusal, at `stop`, or (local mode) once
+    `agree_slices` slices in a row agree with the previous result."""
     row_mm, col_mm = slice_pixel_spacing(state.volume.geometry.spacing, state.axis)
-    prev, index = seed, start + direction
-    while (index - stop) * direction <= 0 and prev.any():
+    prev, index, agreeing = walk.seed, walk.start + walk.direction, 0
+    while (index - walk.stop) * walk.direction <= 0:
         s = step(engine, state, index, prev, ref, settings)
         if not accept(s, row_mm * col_mm, state.volume.modality, settings):
+            walk.ended_at = index
             return
+        if scores is not None:
+            scores[index] = s.score
         yield index, s.mask
-        prev, index = s.mask, index + direction
+        if walk.previous is not None:
+            agreeing = agreeing + 1 if _iou(s.mask, walk.previous.get(index)) >= settings.agree_iou else 0
+            if agreeing >= settings.agree_slices:
+                return
+        prev, index = s.mask, index + walk.direction
 
 
-def propagate(engine, state, seeds: dict[int, np.ndarray], should_stop, settings: TrackingSettings):
-    """Generator of (slice_index, mask) over unprompted slices, both directions interleaved."""
-    order = sorted(i for i, m in seeds.items() if m.any())
-    if not order:
+def _plan(seeds: dict[int, np.ndarray], last: int, changed: set[int], previous) -> list[_Walk]:
+    """The walks: out of every non-empty seed in `changed`, up to the next seed (halfway when that
+    one walks too); an empty seed is a barrier that no walk crosses."""
+    order = sorted(seeds)
+    walks = []
+    for n, s in enumerate(order):
+        if s not in changed or not seeds[s].any():
+            continue
+        for d in (-1, +1):
+            m = n + d
+            if m < 0 or m >= len(order):
+                stop, outer = (0 if d < 0 else last), True
+            else:
+                other = order[m]
+                both_walk = other in changed and seeds[other].any()
+                stop = ((s + other) // 2 + (1 if d < 0 else 0)) if both_walk else other - d
+                outer = False
+            if (stop - s) * d > 0:
+                walks.append(_Walk(s, stop, d, seeds[s], outer, previous))
+    return walks
+
+
+def propagate(engine, state, seeds: dict[int, np.ndarray], should_stop, settings: TrackingSettings,
+              previous: dict[int, np.ndarray] | None = None, scores: dict | None = None):
+    """Generator of (slice_index, mask) over unprompted slices, both directions interleaved.
+
+    Without `previous`: every seed walks out. With `previous` (the object's last result,
+    seeds as they were): only the seeds that changed walk, each until it agrees with the
+    previous result; the rest of the previous result is kept and yielded after the walks,
+    except past an outer end where a changed seed's walk (or an emptied seed) ended the object.
+    """
+    if not any(m.any() for m in seeds.values()):
         return
     ref = _reference(state, seeds, settings)
     last = engine.num_slices(state) - 1
-    walks = [_walk(engine, state, order[0], 0, -1, seeds[order[0]], ref, settings),
-             _walk(engine, state, order[-1], last, +1, seeds[order[-1]], ref, settings)]
-    for a, b in zip(order, order[1:]):
-        mid = (a + b) // 2
-        walks.append(_walk(engine, state, a, mid, +1, seeds[a], ref, settings))
-        walks.append(_walk(engine, state, b, mid + 1, -1, seeds[b], ref, settings))
-    while walks:
-        for walk in list(walks):
+    local = bool(previous)
+    changed = {i for i in seeds if not local or previous.get(i) is not seeds[i]}
+    walks = _plan(seeds, last, changed, previous if local else None)
+    runs = [(w, _run(engine, state, w, ref, settings, scores)) for w in walks]
+    done: set[int] = set()
+    while runs:
+        for item in list(runs):
             if should_stop is not None and should_stop():
                 return
-            item = next(walk, None)
-            if item is None:
-                walks.remove(walk)
+            out = next(item[1], None)
+            if out is None:
+                runs.remove(item)
             else:
-                yield item
+                done.add(out[0])
+                yield out
+    if not local:
+        return
+    dropped: set[int] = set()
+    order = sorted(seeds)
+    for s in changed:  # an emptied seed, or a walk that ended, cuts the object towards its outer end
+        for d in (-1, +1):
+            beyond = [i for i in order if (i - s) * d > 0]
+            if beyond:
+                continue
+            walk = next((w for w in walks if w.start == s and w.direction == d), None)
+            if seeds[s].any() and walk is None:
+                continue
+            cut = s if walk is None else walk.ended_at
+            if cut is not None:
+                dropped.update(i for i in previous if (i - cut) * d >= 0 and i != s)
+    for index in sorted(previous):
+        if index in seeds or index in done or index in dropped:
+            continue
+        yield index, previous[index]
