@@ -17,6 +17,7 @@ from medvl.cli_language import add_language_commands, add_text_option
 from medvl.errors import MedVLError
 from medvl.server import add_arguments as add_server_arguments
 from medvl.server import serve as serve_command
+from medvl.bench.interactive import add_arguments as add_interactive_bench_arguments
 from medvl.server.bench import add_arguments as add_server_bench_arguments
 from medvl.server.bench_load import add_arguments as add_load_bench_arguments
 
@@ -170,6 +171,16 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_bench_interactive(args) -> int:
+    from medvl.bench.interactive import run as run_interactive
+
+    args.argv = sys.argv[2:]
+    report = run_interactive(args)
+    print("\n".join(report["table"]), file=sys.stderr)
+    print(json.dumps({k: v for k, v in report.items() if k not in ("rows", "all_rows", "table")}, indent=2))
+    return 0
+
+
 def cmd_bench_server(args) -> int:
     from medvl.server.bench import run as run_server_bench
 
@@ -215,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--compare-monailabel", action="store_true",
                        help="sam2: run MONAI Label 0.8.5's own SAM 2 path side by side")
     bench.set_defaults(func=cmd_bench)
+
+    interactive = sub.add_parser("bench-interactive", help="the field's interactive protocol (box or click, then "
+                                 "5 simulated correction clicks) on the 40-target development benchmark (prints JSON)")
+    add_interactive_bench_arguments(interactive)
+    interactive.set_defaults(func=cmd_bench_interactive)
 
     serve = sub.add_parser("serve", help="start the MONAI Label server with the medvl app (loopback by default)")
     add_server_arguments(serve)

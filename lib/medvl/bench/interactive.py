@@ -192,3 +192,193 @@ def table(summary: dict, rows: list[dict]) -> str:
 
 def write_json(path, payload: dict) -> None:
     Path(path).write_text(json.dumps(payload, indent=1))
+
+
+# ---- configurations and leave-one-group-out cross-validation -----------------------------
+def tracking_configs() -> dict:
+    """The stop-rule settings the benchmark chooses between (named; see tracking.TrackingSettings)."""
+    from medvl.engines.litemedsam.tracking import TrackingSettings
+
+    return {
+        "default": TrackingSettings(),
+        "strict": TrackingSettings(min_overlap=0.6, max_growth=1.5, max_intensity_z=2.5, min_score=0.6,
+                                   min_contrast_ratio=0.25),
+        "loose": TrackingSettings(min_overlap=0.4, max_growth=2.2, max_intensity_z=3.5, min_score=0.4,
+                                  min_contrast_ratio=0.1),
+    }
+
+
+def run_configs(plan, make_session, configs: dict, clicks: int, prompt: str, log=None) -> list[dict]:
+    """Rows for every (config, target); a session per image and form serves every config, so
+    each slice is encoded once whatever the number of configs."""
+    from dataclasses import replace
+
+    rows, current_key, session = [], None, None
+    for spec, form in sorted(plan, key=lambda p: (_image_key(*p), p[0].name)):
+        target = load_target(spec, form)
+        key = _image_key(spec, form)
+        if key != current_key:
+            session = make_session()
+            session.set_volume(target.volume)
+            current_key = key
+        oracle_dice = None
+        for n, (name, tracking) in enumerate(configs.items()):
+            if hasattr(session.engine.settings, "tracking"):
+                session.engine.settings = replace(session.engine.settings, tracking=tracking)
+            row = run_target(session, target, clicks, prompt, "k", with_oracle=oracle_dice is None)
+            oracle_dice = row.get("oracle", oracle_dice)
+            row["oracle"] = oracle_dice
+            row["one_prompt_vs_oracle"] = round(row["dice"][0] / oracle_dice, 4) if oracle_dice else None
+            row["config"] = name
+            rows.append(row)
+            if log:
+                log(row)
+    return rows
+
+
+def cross_validate(rows: list[dict], metric: str = "auc") -> dict:
+    """Leave one group out: for each group, the config with the best mean `metric` on the other
+    groups is chosen and the held-out group is scored with it."""
+    configs = sorted({r["config"] for r in rows})
+    groups = [g for g in GROUPS if any(r["group"] == g for r in rows)]
+    chosen, held = {}, []
+    for g in groups:
+        train = [r for r in rows if r["group"] != g]
+        means = {c: float(np.mean([r[metric] for r in train if r["config"] == c])) for c in configs} if train else {}
+        best = max(means, key=means.get) if means else configs[0]
+        chosen[g] = best
+        held += [r for r in rows if r["group"] == g and r["config"] == best]
+    fitted = max(configs, key=lambda c: np.mean([r[metric] for r in rows if r["config"] == c]))
+    return {"metric": metric, "chosen": chosen, "rows": held, "summary": summarise(held),
+            "fitted_config": fitted, "fitted_summary": summarise([r for r in rows if r["config"] == fitted])}
+
+
+def _spearman(a, b) -> float | None:
+    if len(a) < 3:
+        return None
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    c = np.corrcoef(ra, rb)[0, 1]
+    return None if np.isnan(c) else round(float(c), 4)
+
+
+def fit_calibration(raw, dice_values, bins: int = 5) -> tuple[tuple[float, float], ...]:
+    """Monotone piecewise-linear map raw confidence -> Dice: mean Dice per raw-quantile bin,
+    made non-decreasing (pool-adjacent-violators)."""
+    raw, dice_values = np.asarray(raw, float), np.asarray(dice_values, float)
+    if raw.size < 2:
+        return ((0.0, 0.0), (1.0, 1.0))
+    edges = np.quantile(raw, np.linspace(0, 1, bins + 1))
+    xs, ys = [], []
+    for lo, hi in zip(edges, edges[1:]):
+        sel = (raw >= lo) & (raw <= hi)
+        if sel.any():
+            xs.append(float(raw[sel].mean()))
+            ys.append(float(dice_values[sel].mean()))
+    blocks = [[y, 1, x] for x, y in zip(xs, ys)]  # pool adjacent violators
+    merged: list = []
+    for b in blocks:
+        merged.append(b)
+        while len(merged) > 1 and merged[-2][0] > merged[-1][0]:
+            y2, n2, x2 = merged.pop()
+            y1, n1, x1 = merged.pop()
+            merged.append([(y1 * n1 + y2 * n2) / (n1 + n2), n1 + n2, (x1 * n1 + x2 * n2) / (n1 + n2)])
+    return tuple((round(x, 4), round(y, 4)) for y, _, x in merged) or ((0.0, 0.0), (1.0, 1.0))
+
+
+LEAKY = {"empty", "too_small", "leak_suspected", "low_confidence"}
+
+
+def quality_report(cv_rows: list[dict], rows: list[dict]) -> dict:
+    """How well the one-prompt quality estimate ranks and flags masks, cross-validated: the
+    calibration applied to each group is fitted on the other groups' rows (all configs)."""
+    from medvl.session.quality import _calibrate
+
+    est, dices, flagged_bad, bad, flagged_good, good = [], [], 0, 0, 0, 0
+    knots_by_group = {}
+    for g in {r["group"] for r in cv_rows}:
+        train = [r for r in rows if r["group"] != g and r["steps"][0]["quality"].get("raw_confidence") is not None]
+        knots = fit_calibration([r["steps"][0]["quality"]["raw_confidence"] for r in train],
+                                [r["dice"][0] for r in train])
+        knots_by_group[g] = knots
+    for r in cv_rows:
+        q = r["steps"][0]["quality"]
+        raw = q.get("raw_confidence")
+        e = _calibrate(raw, knots_by_group[r["group"]]) if raw is not None else 0.0
+        names = {w["name"] for w in q.get("warnings", [])} - {"low_confidence"}
+        flag = e < 0.5 or bool(names & LEAKY)
+        est.append(e)
+        dices.append(r["dice"][0])
+        if r["dice"][0] < 0.5:
+            bad += 1
+            flagged_bad += flag
+        else:
+            good += 1
+            flagged_good += flag
+    all_knots = fit_calibration([r["steps"][0]["quality"]["raw_confidence"] for r in rows
+                                 if r["steps"][0]["quality"].get("raw_confidence") is not None],
+                                [r["dice"][0] for r in rows if r["steps"][0]["quality"].get("raw_confidence") is not None])
+    return {"spearman_estimate_vs_dice": _spearman(est, dices),
+            "masks_below_0.5": bad, "flagged_of_those": flagged_bad,
+            "masks_at_or_above_0.5": good, "flagged_of_those_good": flagged_good,
+            "calibration_all_rows": all_knots, "calibration_per_held_out_group": knots_by_group,
+            "rule": "flag = calibrated estimate < 0.5 or a warning among " + ", ".join(sorted(LEAKY - {"low_confidence"}))}
+
+
+def run(args) -> dict:
+    """`medvl bench-interactive`: see the module docstring."""
+    import torch
+
+    from medvl.bench.machine import matmul_gflops, peak_rss_mb
+    from medvl.session import VolumeSession
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    plan = select(args.target, args.targets, args.forms)
+    if not plan:
+        raise ValueError("no target matches --target/--targets")
+    configs = tracking_configs()
+    if args.config:
+        configs = {c: configs[c] for c in args.config}
+    t0 = time.perf_counter()
+    log = (lambda r: print(f"{r['config']:<8} {r['target']:<44} {' '.join(f'{d:.3f}' for d in r['dice'])}  "
+                           f"oracle {r.get('oracle') or 0:.3f}", flush=True)) if args.progress else None
+    rows = run_configs(plan, lambda: VolumeSession(args.engine, cache_bytes=args.cache_mb * 2**20),
+                       configs, args.clicks, args.prompt, log)
+    cv = cross_validate(rows)
+    clicks = [s["seconds"] for r in cv["rows"] for s in r["steps"][1:]]
+    report = {
+        "command": "medvl bench-interactive " + " ".join(getattr(args, "argv", [])),
+        "engine": args.engine, "prompt": args.prompt, "clicks": args.clicks, "forms": args.forms,
+        "targets": len(plan), "configs": {k: vars(v) for k, v in configs.items()},
+        "cross_validation": {k: v for k, v in cv.items() if k != "rows"},
+        "quality": quality_report(cv["rows"], rows),
+        "seconds_per_click": {"median": round(float(np.median(clicks)), 3) if clicks else None,
+                              "p90": round(float(np.percentile(clicks, 90)), 3) if clicks else None,
+                              "share_at_most_0.5s": round(float(np.mean(np.array(clicks) <= 0.5)), 3) if clicks else None},
+        "per_config": {c: summarise([r for r in rows if r["config"] == c]) for c in configs},
+        "rows": cv["rows"],
+        "all_rows": rows if args.all_rows else None,
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+        "peak_rss_mb": peak_rss_mb(),
+        "machine_matmul_gflops": round(matmul_gflops(), 1),
+    }
+    report["table"] = table(cv["summary"], cv["rows"]).splitlines()
+    if args.json:
+        write_json(args.json, report)
+    return report
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--json", help="also write the JSON report here")
+    parser.add_argument("--targets", action="append", metavar="GROUP", help=f"only this group ({', '.join(GROUPS)})")
+    parser.add_argument("--target", action="append", help="only targets whose name contains this")
+    parser.add_argument("--forms", default="two", help="two (default: axial + one other form per target), all, "
+                        "or one of axial, reoriented, thick, sagittal, noisy")
+    parser.add_argument("--prompt", choices=("box", "click"), default="box")
+    parser.add_argument("--clicks", type=int, default=5)
+    parser.add_argument("--engine", default="litemedsam")
+    parser.add_argument("--config", action="append", help="only these tracking configs (default: all)")
+    parser.add_argument("--cache-mb", type=int, default=2048, help="embedding cache per image (MiB)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--all-rows", action="store_true", help="also keep every config's rows in the JSON")
+    parser.add_argument("--progress", action="store_true", help="print each target as it finishes")

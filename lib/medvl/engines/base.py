@@ -36,8 +36,9 @@ class SlicePrompt:
     points: list[tuple[float, float]] = field(default_factory=list)  # (x=col, y=row)
     labels: list[int] = field(default_factory=list)  # 1 foreground, 0 background, per point
     boxes: list[tuple[float, float, float, float]] = field(default_factory=list)  # (x0, y0, x1, y1) inclusive
-    # the object's mask on this slice before its first prompt here (a propagated mask being
-    # corrected), None when the slice had none: clicks without a box edit this mask locally
+    # the slice's mask before the newest click (a propagated or earlier prompted mask being
+    # corrected), None after a box or on a new object: engines with local corrections apply
+    # only the newest point to it
     prior: np.ndarray | None = field(default=None, repr=False)
 
     def is_empty(self) -> bool:

@@ -126,7 +126,12 @@ class VolumeSession:
         prompt = obj.prompts.get(index)
         if prompt is None:
             prompt = obj.prompts[index] = SlicePrompt()
-            if self._local and (obj.seeds or obj.propagated):  # a correction of the object's current mask
+        if self._local:  # a click corrects the slice's current mask; a box starts the slice afresh
+            if isinstance(given, BoxPrompt):
+                prompt.prior = None
+            elif index in obj.seeds:
+                prompt.prior = obj.seeds[index]
+            elif obj.seeds or obj.propagated:
                 rows_cols = take_slice(self._require_volume().array, axis, index).shape
                 prompt.prior = obj.propagated.get(index, np.zeros(rows_cols, dtype=bool))
         edit(prompt)

@@ -1,8 +1,9 @@
 """Clicks that edit a mask where they are placed, for a box-trained model (LiteMedSAM).
 
-A slice's mask is rebuilt from its prompts every time: a base mask (the slice's box, else
-the mask the object had there before its first click, else the best mask around the
-foreground clicks), then each click in order edits it locally:
+A click on a slice that has a mask (`SlicePrompt.prior`: propagated, or made by earlier
+prompts there) edits that mask with that click alone. Otherwise the slice's mask is built
+from its prompts: the slice's box, else the best mask around the first foreground click,
+then each other click in order edits it:
 
 - a foreground click outside the mask adds the region around it: candidate masks from the
   base's box stretched to the click and from boxes of several sizes centred on it are
@@ -11,8 +12,9 @@ foreground clicks), then each click in order edits it locally:
 - a background click inside the mask removes the region around it: the model re-decodes the
   mask's box with the background clicks; the connected part of what it dropped that holds
   the click is removed. When the model keeps the click's pixel, the part of the mask's
-  connected component nearer the click than any foreground click goes (the whole
-  component when there is none);
+  connected component nearer the click than any foreground click (or, without one, than
+  the component's core: its point farthest from the border) goes; the whole component
+  goes when the click is on that core (the component is all wrong);
 - a click already on the right side changes nothing.
 
 So neither kind of click touches pixels away from it, and the mask of every other slice is
@@ -68,17 +70,22 @@ def add_around(engine, state, index: int, mask: np.ndarray, point, bg: np.ndarra
         boxes.append((max(0, point[0] - hx), max(0, point[1] - hy), min(cols - 1, point[0] + hx),
                       min(rows - 1, point[1] + hy)))
     logits, _ = engine.decode(state, index, boxes=np.array(boxes))
-    best = None
+    best, smallest = None, None
+    limit = int(mask.sum()) or mask.size  # a click adds at most the object's area on this slice
     for n in range(len(boxes)):  # the stretched object first, then boxes from small to large
         cand = logits[n, 0] > 0
         if cand[rc] and not any(cand[_pixel(q, mask.shape)] for q in bg):
-            best = cand
-            break
-    if best is None:  # no candidate holds the click: add a disc of the smallest candidate box's size
-        r = max(1.0, BOX_SIDES_MM[0] / 4)
-        yy, xx = np.ogrid[:rows, :cols]
-        best = ((yy - rc[0]) * row_mm) ** 2 + ((xx - rc[1]) * col_mm) ** 2 <= r * r
-    return mask | _part_at(best & ~mask, rc)
+            added = _part_at(cand & ~mask, rc)
+            if added.sum() <= limit:
+                best = added
+                break
+            if smallest is None or added.sum() < smallest.sum():
+                smallest = added
+    if best is None:  # every answer is too big (or none holds the click): keep a disc around the
+        yy, xx = np.ogrid[:rows, :cols]  # click of the mask's own area, inside that answer if any
+        disc = (yy - rc[0]) ** 2 + (xx - rc[1]) ** 2 <= max(4.0, limit / np.pi)
+        best = _part_at((smallest | np.zeros_like(mask)) & disc if smallest is not None else disc, rc)
+    return mask | (best & ~mask)
 
 
 def remove_around(engine, state, index: int, mask: np.ndarray, point, fg: np.ndarray, bg: np.ndarray) -> np.ndarray:
@@ -92,8 +99,12 @@ def remove_around(engine, state, index: int, mask: np.ndarray, point, fg: np.nda
         return mask & ~_part_at(mask & ~kept, rc)
     part = _part_at(mask, rc)
     inside = [q for q in fg if part[_pixel(q, mask.shape)]]
-    if not inside:
-        return mask & ~part
+    if not inside:  # the component's core (farthest from its border) anchors what stays ...
+        dist = ndimage.distance_transform_edt(np.pad(part, 1))[1:-1, 1:-1]
+        core = np.unravel_index(int(np.argmax(dist)), dist.shape)
+        if np.hypot(core[0] - rc[0], core[1] - rc[1]) <= 0.5 * dist.max():
+            return mask & ~part  # ... unless the click is on it: the whole component is wrong
+        inside = [(core[1], core[0])]
     # split the component: pixels nearer the background click than every foreground click go
     rows, cols = np.nonzero(part)
     d_bg = (rows - rc[0]) ** 2 + (cols - rc[1]) ** 2
@@ -108,11 +119,12 @@ def segment(engine, state, index: int, prompt: SlicePrompt) -> SliceResult:
     points = np.asarray(prompt.points, dtype=np.float64).reshape(-1, 2)
     labels = np.asarray(prompt.labels, dtype=np.int64)
     fg, bg = points[labels == 1], points[labels == 0]
-    if prompt.boxes:
+    if prompt.prior is not None and len(points):  # edit the current mask with the newest click only
+        mask, score = prompt.prior.copy(), None
+        points, labels = points[-1:], labels[-1:]
+    elif prompt.boxes:
         logits, iou = engine.decode(state, index, boxes=[prompt.boxes[-1]])
         mask, score = logits[0, 0] > 0, float(iou[0, 0])
-    elif prompt.prior is not None:
-        mask, score = prompt.prior.copy(), None
     elif len(fg):  # the first foreground click makes the object, the other clicks edit it
         first = int(np.flatnonzero(labels == 1)[0])
         made = box_search(engine, state, index, points[first:first + 1], labels[first:first + 1])

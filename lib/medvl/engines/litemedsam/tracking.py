@@ -38,7 +38,7 @@ class TrackingSettings:
     min_score: float = 0.5  # model IoU estimate below this ends a walk
     min_contrast_ratio: float = 0.15  # non-CT: (inside - ring) contrast / the prompted slices' contrast
     ring_px: int = 4  # width of the ring around a mask that its contrast is measured against
-    agree_iou: float = 0.9  # after a correction, a re-propagated slice agrees with the previous result ...
+    agree_iou: float = 0.8  # after a correction, a re-propagated slice agrees with the previous result ...
     agree_slices: int = 2  # ... and this many agreeing slices in a row end the walk (the rest is kept)
 
 
@@ -157,7 +157,8 @@ def _run(engine, state, walk: _Walk, ref, settings, scores):
 
 def _plan(seeds: dict[int, np.ndarray], last: int, changed: set[int], previous) -> list[_Walk]:
     """The walks: out of every non-empty seed in `changed`, up to the next seed (halfway when that
-    one walks too); an empty seed is a barrier that no walk crosses."""
+    one walks too, or when correcting: the other half stays as the other seed made it); an
+    empty seed is a barrier that no walk crosses."""
     order = sorted(seeds)
     walks = []
     for n, s in enumerate(order):
@@ -169,8 +170,8 @@ def _plan(seeds: dict[int, np.ndarray], last: int, changed: set[int], previous) 
                 stop, outer = (0 if d < 0 else last), True
             else:
                 other = order[m]
-                both_walk = other in changed and seeds[other].any()
-                stop = ((s + other) // 2 + (1 if d < 0 else 0)) if both_walk else other - d
+                halfway = (s + other) // 2 + (1 if d < 0 else 0)
+                stop = halfway if other in changed or previous is not None else other - d
                 outer = False
             if (stop - s) * d > 0:
                 walks.append(_Walk(s, stop, d, seeds[s], outer, previous))
@@ -183,8 +184,9 @@ def propagate(engine, state, seeds: dict[int, np.ndarray], should_stop, settings
 
     Without `previous`: every seed walks out. With `previous` (the object's last result,
     seeds as they were): only the seeds that changed walk, each until it agrees with the
-    previous result; the rest of the previous result is kept and yielded after the walks,
-    except past an outer end where a changed seed's walk (or an emptied seed) ended the object.
+    previous result (or halfway to the next seed, or until a slice is refused); the rest of
+    the previous result is kept and yielded after the walks, except past a seed that a
+    background click emptied, towards the object's outer end: the object ends there.
     """
     if not any(m.any() for m in seeds.values()):
         return
@@ -209,17 +211,12 @@ def propagate(engine, state, seeds: dict[int, np.ndarray], should_stop, settings
         return
     dropped: set[int] = set()
     order = sorted(seeds)
-    for s in changed:  # an emptied seed, or a walk that ended, cuts the object towards its outer end
+    for s in changed:  # an emptied seed cuts the object towards its outer end
+        if seeds[s].any():
+            continue
         for d in (-1, +1):
-            beyond = [i for i in order if (i - s) * d > 0]
-            if beyond:
-                continue
-            walk = next((w for w in walks if w.start == s and w.direction == d), None)
-            if seeds[s].any() and walk is None:
-                continue
-            cut = s if walk is None else walk.ended_at
-            if cut is not None:
-                dropped.update(i for i in previous if (i - cut) * d >= 0 and i != s)
+            if not any((i - s) * d > 0 for i in order):
+                dropped.update(i for i in previous if (i - s) * d > 0)
     for index in sorted(previous):
         if index in seeds or index in done or index in dropped:
             continue
