@@ -35,7 +35,7 @@ from slicer.util import VTKObservationMixin
 
 from MedVLSlicerLib import selftest
 from MedVLSlicerLib.errors import MedVLSlicerError
-from MedVLSlicerLib.logic import InteractiveLogic
+from MedVLSlicerLib.logic import InteractiveLogic, quality_summary
 from MedVLSlicerLib.prompts import PromptSet, prompt_set, show_points, text_prompt
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the source checkout
@@ -277,7 +277,9 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         answer, lat = self.logic.state.last_answer, self.logic.state.latencies
         self._status(_("{name}: {voxels} voxels, slices {range}, {ml} mL ({action})").format(
             name=obj.name, voxels=obj.voxels, range=answer.get("slice_range"), ml=answer.get("volume_ml"),
-            action=answer.get("action", "")))
+            action=answer.get("action", "")) + ("  ·  " + quality_summary(answer) if answer.get("quality") else ""))
+        warnings = (answer.get("quality") or {}).get("warnings") or []
+        self.ui.statusLabel.toolTip = "\n".join(w.get("message", "") for w in warnings)
         engine = (answer.get("engine") or {}).get("name") or "engine"
         self.ui.latencyLabel.setText(_("server {total:.2f} s ({engine} {infer:.2f} s) · round trip {rt:.2f} s").format(
             total=lat.get("total") or 0.0, engine=engine, infer=lat.get("infer") or 0.0, rt=lat.get("round_trip") or 0.0))

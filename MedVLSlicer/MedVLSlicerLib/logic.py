@@ -497,3 +497,15 @@ class InteractiveLogic:
     def accept(self, tag: str = "final") -> dict:
         """write_labels() + save_labels()."""
         return self.save_labels(self.write_labels(), tag)
+
+
+def quality_summary(answer: dict) -> str:
+    """One line for the status bar from an answer's `quality` (estimate and named warnings):
+    'quality 0.81' or 'quality 0.42 - check: leak suspected, touches edge'; '' when absent."""
+    quality = answer.get("quality") or {}
+    if not quality:
+        return ""
+    estimate = quality.get("estimate")
+    text = "quality ?" if estimate is None else f"quality {estimate:.2f}"
+    names = [w.get("name", "").replace("_", " ") for w in quality.get("warnings") or []]
+    return f"{text} - check: {', '.join(names)}" if names else text

@@ -128,6 +128,10 @@ def cmd_segment(args) -> int:
                "propagation": t_prop - first, "total": time.perf_counter() - t0}
     summary = summarize(volume, labels, timings, session.stats())
     summary.update(image=str(args.image), mask=str(args.out), propagated_slices=slices)
+    summary["quality"] = {str(oid): session.quality(oid) for oid in session.objects}
+    for oid, q in summary["quality"].items():
+        for w in q["warnings"]:
+            print(f"warning: object {oid}: {w['name']}: {w['message']}", file=sys.stderr)
     if text_info is not None:
         summary["text"] = {"prompt": args.text, **_jsonable(text_info)}
     text = json.dumps(summary, indent=2)

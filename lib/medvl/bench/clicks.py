@@ -3,8 +3,9 @@
 As in the CVPR 2025 interactive 3D segmentation challenge and nnInteractive's evaluation:
 the next click goes to the largest 3D error region (connected component of missed or of
 false-positive voxels), foreground in a miss and background in a false positive, at the
-region's centre: the point farthest from the region's border (largest inscribed circle)
-on the slice where the region's cross-section is largest, over the allowed axes.
+region's centre: the voxel farthest from the region's border in 3D (the centre of its
+largest inscribed ball, in mm), placed on the slice through it along whichever allowed axis
+cuts the region's largest cross-section there.
 """
 
 from __future__ import annotations
@@ -39,39 +40,32 @@ def _largest_region(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, bo
     return None if best is None else (best[1], best[2])
 
 
-def _centre_2d(region2d: np.ndarray, pixel_mm: tuple[float, float]) -> tuple[int, int]:
-    """(row, col) of the region pixel farthest from its border (ties: nearest the centroid)."""
-    padded = np.pad(region2d, 1)
-    dist = ndimage.distance_transform_edt(padded, sampling=pixel_mm)[1:-1, 1:-1]
-    peak = dist.max()
-    rows, cols = np.nonzero(dist >= peak - 1e-6)
-    cy, cx = np.argwhere(region2d).mean(axis=0)
-    n = int(np.argmin((rows - cy) ** 2 + (cols - cx) ** 2))
-    return int(rows[n]), int(cols[n])
+def centre(region: np.ndarray, sampling) -> tuple[int, ...]:
+    """Index of the region voxel farthest from its border (in mm; ties: nearest the centroid)."""
+    nz = np.argwhere(region)
+    lo, hi = nz.min(axis=0), nz.max(axis=0) + 1
+    crop = region[tuple(slice(a, b) for a, b in zip(lo, hi))]
+    dist = ndimage.distance_transform_edt(np.pad(crop, 1), sampling=sampling)
+    dist = dist[tuple(slice(1, -1) for _ in range(crop.ndim))]
+    peaks = np.argwhere(dist >= dist.max() - 1e-6)
+    n = int(np.argmin(((peaks - (nz.mean(axis=0) - lo)) ** 2).sum(axis=1)))
+    return tuple(int(v) for v in peaks[n] + lo)
 
 
 def next_click(pred: np.ndarray, truth: np.ndarray, spacing_ijk=(1.0, 1.0, 1.0),
                axes: tuple[str, ...] = AXES) -> Click | None:
-    """The next simulated click for bool (k, j, i) `pred` against `truth`; None when equal."""
+    """The next simulated click for bool (k, j, i) `pred` against `truth`; None when equal.
+
+    The click is the largest error region's centre (3D, in mm); its slice is the one through
+    that voxel, along whichever of `axes` cuts the region's largest cross-section there."""
     found = _largest_region(np.asarray(pred, bool), np.asarray(truth, bool))
     if found is None:
         return None
     region, positive = found
-    size = int(region.sum())
+    kji = centre(region, tuple(spacing_ijk[::-1]))
     best = None
     for axis in axes:
-        nax = numpy_axis(axis)
-        areas = region.sum(axis=tuple(a for a in range(3) if a != nax))
-        index = int(np.argmax(areas))
-        if best is None or areas[index] > best[2]:
-            best = (axis, index, int(areas[index]))
-    axis, index, area = best
-    plane = take_slice(region, axis, index)
-    # pixel size of that plane's (row, col): the two remaining numpy axes, in order
-    kji_spacing = tuple(spacing_ijk[::-1])
-    rest = [a for a in range(3) if a != numpy_axis(axis)]
-    row, col = _centre_2d(plane, (kji_spacing[rest[0]], kji_spacing[rest[1]]))
-    kji = [0, 0, 0]
-    kji[numpy_axis(axis)] = index
-    kji[rest[0]], kji[rest[1]] = row, col
-    return Click((kji[2], kji[1], kji[0]), positive, axis, size, area)
+        area = int(take_slice(region, axis, kji[numpy_axis(axis)]).sum())
+        if best is None or area > best[1]:
+            best = (axis, area)
+    return Click((kji[2], kji[1], kji[0]), positive, best[0], int(region.sum()), best[1])

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from medvl.bench.clicks import next_click
+from medvl.bench.clicks import centre, next_click
 from medvl.bench.core import dice
 from medvl.bench.devset import GROUPS, SPECS, default_plan, load_target
-from medvl.slicing import bbox2d, numpy_axis, slice_xy_to_index, take_slice
+from medvl.slicing import bbox2d, numpy_axis, slice_pixel_spacing, slice_xy_to_index, take_slice
 
 DROP = 0.02  # a click that lowers the Dice by more than this counts as harmful
 
@@ -62,9 +62,7 @@ def initial_prompt(session, label: np.ndarray, axis: str, kind: str, obj_id: int
         lo, hi = _box_corners(plane, index, axis)
         session.add_box(lo, hi, obj_id=obj_id)
         return {"box": [list(lo), list(hi)]}
-    from medvl.bench.clicks import _centre_2d
-
-    row, col = _centre_2d(plane, (1.0, 1.0))
+    row, col = centre(plane, slice_pixel_spacing(session.volume.geometry.spacing, axis))
     ijk = slice_xy_to_index(index, (col, row), axis)
     session.add_point(ijk, positive=True, obj_id=obj_id, axis=axis)
     return {"point": list(ijk), "positive": True}
@@ -340,6 +338,18 @@ def run(args) -> dict:
     if args.config:
         configs = {c: configs[c] for c in args.config}
     t0 = time.perf_counter()
+    if args.fit_stop_rule:
+        from medvl.bench import stoprule
+
+        traces = stoprule.collect(plan, lambda: VolumeSession(args.engine, cache_bytes=args.cache_mb * 2**20),
+                                  (lambda t: print(t.target, flush=True)) if args.progress else None)
+        report = {"command": "medvl bench-interactive " + " ".join(getattr(args, "argv", [])),
+                  "stop_rule": stoprule.cross_validate(traces), "targets": len(plan),
+                  "wall_seconds": round(time.perf_counter() - t0, 1)}
+        report["table"] = [f"{g:<20} {v:.3f}" for g, v in report["stop_rule"]["cross_validated_per_group"].items()]
+        if args.json:
+            write_json(args.json, report)
+        return report
     log = (lambda r: print(f"{r['config']:<8} {r['target']:<44} {' '.join(f'{d:.3f}' for d in r['dice'])}  "
                            f"oracle {r.get('oracle') or 0:.3f}", flush=True)) if args.progress else None
     rows = run_configs(plan, lambda: VolumeSession(args.engine, cache_bytes=args.cache_mb * 2**20),
@@ -381,4 +391,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--cache-mb", type=int, default=2048, help="embedding cache per image (MiB)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--all-rows", action="store_true", help="also keep every config's rows in the JSON")
+    parser.add_argument("--fit-stop-rule", action="store_true", help="only choose the propagation stop rule: "
+                        "one unstopped walk per target, a grid of rules, leave-one-group-out CV (medvl.bench.stoprule)")
     parser.add_argument("--progress", action="store_true", help="print each target as it finishes")

@@ -221,6 +221,8 @@ class InteractiveService:
             "decoder_calls": stats1.get("decoder_calls", 0) - stats0.get("decoder_calls", 0),
             "cache_bytes": stats1.get("cache_bytes", 0),
             "engine_seconds": round(timer.get("prompt", "propagate"), 4),
+            # the object's quality estimate and named warnings (medvl.session.quality)
+            "quality": session.quality(obj_id) if obj_id in session.objects else None,
         }
 
     def _output(self, entry: SessionEntry, obj_id: int, request) -> np.ndarray:

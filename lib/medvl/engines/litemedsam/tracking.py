@@ -39,6 +39,7 @@ class TrackingSettings:
     min_contrast_ratio: float = 0.15  # non-CT: (inside - ring) contrast / the prompted slices' contrast
     ring_px: int = 4  # width of the ring around a mask that its contrast is measured against
     agree_iou: float = 0.8  # after a correction, a re-propagated slice agrees with the previous result ...
+    box_memory: float = 0.0  # weight of the previous slice's box in the next one (see carried_box)
     agree_slices: int = 2  # ... and this many agreeing slices in a row end the walk (the rest is kept)
 
 
@@ -52,6 +53,7 @@ class Step:
     growth: float
     intensity_z: float
     contrast_ratio: float
+    box: tuple | None = None  # the box this slice was decoded from
 
 
 @dataclass(frozen=True)
@@ -87,24 +89,36 @@ def _grow(box, margin_px: tuple[float, float], rows: int, cols: int):
             min(cols - 1, math.ceil(x1 + mx)), min(rows - 1, math.ceil(y1 + my)))
 
 
-def step(engine, state, index: int, prev: np.ndarray, ref: Reference, settings: TrackingSettings) -> Step:
-    """Segment slice `index` from the previous slice's mask and measure the acceptance features."""
-    rows, cols = prev.shape
+def carried_box(prev: np.ndarray, prev_box, settings: TrackingSettings, pixel_mm: tuple[float, float]):
+    """The box for the next slice: the previous mask's box grown by `margin_mm`, pulled towards
+    the previous slice's box by `box_memory` (0: the mask alone decides; a model that answers a
+    box with too small a mask then cannot shrink the object to nothing in a few slices)."""
+    row_mm, col_mm = pixel_mm
+    box = _grow(bbox2d(prev), (settings.margin_mm / col_mm, settings.margin_mm / row_mm), *prev.shape)
+    if prev_box is None or settings.box_memory <= 0:
+        return box
+    w = settings.box_memory
+    return tuple(int(round((1 - w) * a + w * b)) for a, b in zip(box, prev_box))
+
+
+def step(engine, state, index: int, prev: np.ndarray, ref: Reference, settings: TrackingSettings,
+         prev_box=None) -> Step:
+    """Segment slice `index` from the previous slice's mask (and box) and measure the acceptance features."""
     row_mm, col_mm = slice_pixel_spacing(state.volume.geometry.spacing, state.axis)
+    box = carried_box(prev, prev_box, settings, (row_mm, col_mm))
     margin = (settings.margin_mm / col_mm, settings.margin_mm / row_mm)
-    box = _grow(bbox2d(prev), margin, rows, cols)
     logits, iou = engine.decode(state, index, boxes=[box])
     mask = logits[0, 0] > 0
     area = int(mask.sum())
     if area == 0:
-        return Step(index, mask, float(iou[0, 0]), 0, 0.0, 0.0, math.inf, 0.0)
+        return Step(index, mask, float(iou[0, 0]), 0, 0.0, 0.0, math.inf, 0.0, box)
     reach = ndimage.binary_dilation(prev, iterations=max(1, round(max(margin))))
     overlap = float((mask & reach).sum()) / area
     growth = area / max(1, int(prev.sum()))
     image = take_slice(state.volume.array, state.axis, index).astype(np.float64)
     z = abs(float(np.median(image[mask])) - ref.median) / ref.spread
     ratio = contrast(image, mask, settings.ring_px) / ref.contrast if ref.contrast else 1.0
-    return Step(index, mask, float(iou[0, 0]), area, overlap, growth, z, ratio)
+    return Step(index, mask, float(iou[0, 0]), area, overlap, growth, z, ratio, box)
 
 
 def accept(s: Step, pixel_mm2: float, modality: str, settings: TrackingSettings) -> bool:
@@ -139,9 +153,9 @@ def _run(engine, state, walk: _Walk, ref, settings, scores):
     """Yield accepted (index, mask) of `walk`; stop at a refusal, at `stop`, or (local mode) once
     `agree_slices` slices in a row agree with the previous result."""
     row_mm, col_mm = slice_pixel_spacing(state.volume.geometry.spacing, state.axis)
-    prev, index, agreeing = walk.seed, walk.start + walk.direction, 0
+    prev, box, index, agreeing = walk.seed, None, walk.start + walk.direction, 0
     while (index - walk.stop) * walk.direction <= 0:
-        s = step(engine, state, index, prev, ref, settings)
+        s = step(engine, state, index, prev, ref, settings, box)
         if not accept(s, row_mm * col_mm, state.volume.modality, settings):
             walk.ended_at = index
             return
@@ -152,7 +166,7 @@ def _run(engine, state, walk: _Walk, ref, settings, scores):
             agreeing = agreeing + 1 if _iou(s.mask, walk.previous.get(index)) >= settings.agree_iou else 0
             if agreeing >= settings.agree_slices:
                 return
-        prev, index = s.mask, index + walk.direction
+        prev, box, index = s.mask, s.box, index + walk.direction
 
 
 def _plan(seeds: dict[int, np.ndarray], last: int, changed: set[int], previous) -> list[_Walk]:
