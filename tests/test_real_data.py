@@ -39,3 +39,7 @@ def test_lung2_box_through_the_cli(sample_dir, tmp_path):
     assert lo <= 16 and hi >= 24  # the tumour spans slices 15-25
     # propagation encodes only the slices it segments, plus the one beyond each end
     assert summary["engine"]["encoder_passes"] <= (hi - lo + 1) + 2
+    q = summary["quality"]["1"]  # every object carries its quality estimate and named warnings
+    assert 0.0 <= q["estimate"] <= 1.0 and q["slices"] == hi - lo + 1
+    assert {w["name"] for w in q["warnings"]} <= {"leak_suspected", "low_confidence", "touches_edge",
+                                                 "stopped_by_slice_limit", "gaps", "too_small", "empty"}

@@ -156,3 +156,20 @@ def test_bad_request_gets_4xx_with_one_line_reason_and_server_stays_up(client, s
     assert 400 <= status < 500, (case, status, detail)
     assert detail and "\n" not in detail and "/tmp/" not in detail, detail
     assert server.alive() and client.get("/info/").status_code == 200
+
+
+@pytest.mark.slow
+def test_stock_client_roi_with_clicks_is_never_refused(client):
+    """The interactive protocol through HTTP with the stock client's parameters (ROI + every
+    click so far in each request): no step refused, geometry exact, Dice kept."""
+    from medvl.bench.devset import SPECS, load_target
+    from medvl.bench.via_server import run_target
+    from medvl.server.client import ServerClient
+
+    target = load_target(next(s for s in SPECS if s.name == "sample:lung1"), "axial")
+    row = run_target(ServerClient(client.url, client_id="pytest-roi-clicks"), "lung1_image", target, clicks=3)
+    assert row["refused"] == [], row["refused"]
+    assert row["dice"][0] >= 0.85
+    kinds = {bool(s["quality"]) for s in row["steps"]}
+    assert kinds == {True}  # every reply carries the quality signal
+    assert min(row["dice"]) >= row["dice"][0] - 0.1

@@ -177,7 +177,7 @@ def iterate(plan, make_session, clicks: int, prompt: str, with_oracle: bool = Tr
 
 def table(summary: dict, rows: list[dict]) -> str:
     lines = ["group                  n   one-prompt  oracle  ratio  after-5  AUC    drops/steps"]
-    for name, s in [*summary["groups"].items(), ("ALL", summary["overall"])]:
+    for name, s in [*summary["groups"].items(), ("ALL", summary["overall"])]:  # oracle 0: not measured
         lines.append(f"{name:<20} {s['targets']:>3}   {s['one_prompt']:.3f}       {s.get('oracle', 0):.3f}   "
                      f"{s.get('one_prompt_vs_oracle') or 0:.2f}   {s['final']:.3f}    {s['auc']:.3f}  "
                      f"{s['drops']}/{s['click_steps']}")
@@ -350,6 +350,23 @@ def run(args) -> dict:
         if args.json:
             write_json(args.json, report)
         return report
+    if args.via_server:
+        from medvl.bench import via_server
+
+        rows = via_server.run(plan, args.clicks, args.url, (lambda r: print(
+            f"server   {r['target']:<44} {' '.join(f'{d:.3f}' for d in r['dice'])}  refused {len(r['refused'])}",
+            flush=True)) if args.progress else None)
+        steps = sum(len(r["steps"]) - 1 for r in rows)
+        report = {"command": "medvl bench-interactive " + " ".join(getattr(args, "argv", [])), "via": "server",
+                  "targets": len(plan), "summary": summarise(rows),
+                  "refused_steps": sum(len(r["refused"]) for r in rows), "click_steps": steps,
+                  "drops_over_0.02": sum(r["drops"] for r in rows),
+                  "drop_share": round(sum(r["drops"] for r in rows) / steps, 4) if steps else None,
+                  "rows": rows, "wall_seconds": round(time.perf_counter() - t0, 1)}
+        report["table"] = table(report["summary"], rows).splitlines()
+        if args.json:
+            write_json(args.json, report)
+        return report
     log = (lambda r: print(f"{r['config']:<8} {r['target']:<44} {' '.join(f'{d:.3f}' for d in r['dice'])}  "
                            f"oracle {r.get('oracle') or 0:.3f}", flush=True)) if args.progress else None
     rows = run_configs(plan, lambda: VolumeSession(args.engine, cache_bytes=args.cache_mb * 2**20),
@@ -393,4 +410,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--all-rows", action="store_true", help="also keep every config's rows in the JSON")
     parser.add_argument("--fit-stop-rule", action="store_true", help="only choose the propagation stop rule: "
                         "one unstopped walk per target, a grid of rules, leave-one-group-out CV (medvl.bench.stoprule)")
+    parser.add_argument("--via-server", action="store_true", help="drive the real MONAI Label server over HTTP "
+                        "with the stock client's parameters (ROI + every click), started here unless --url")
+    parser.add_argument("--url", help="with --via-server: a running server whose datastore holds the targets' "
+                        "images named as medvl.bench.via_server.image_id")
     parser.add_argument("--progress", action="store_true", help="print each target as it finishes")

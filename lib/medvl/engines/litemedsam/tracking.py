@@ -172,8 +172,11 @@ def _run(engine, state, walk: _Walk, ref, settings, scores):
 def _plan(seeds: dict[int, np.ndarray], last: int, changed: set[int], previous) -> list[_Walk]:
     """The walks: out of every non-empty seed in `changed`, up to the next seed (halfway when that
     one walks too, or when correcting: the other half stays as the other seed made it); an
-    empty seed is a barrier that no walk crosses."""
+    empty seed is a barrier that no walk crosses. A correction on a slice inside the previous
+    result's slice range does not walk past that range (a click beyond it does)."""
     order = sorted(seeds)
+    extent = [i for i, m in (previous or {}).items() if m.any()]
+    lo, hi = (min(extent), max(extent)) if extent else (None, None)
     walks = []
     for n, s in enumerate(order):
         if s not in changed or not seeds[s].any():
@@ -187,6 +190,8 @@ def _plan(seeds: dict[int, np.ndarray], last: int, changed: set[int], previous) 
                 halfway = (s + other) // 2 + (1 if d < 0 else 0)
                 stop = halfway if other in changed or previous is not None else other - d
                 outer = False
+            if lo is not None and lo <= s <= hi:  # a correction inside the result does not extend it
+                stop = max(stop, lo) if d < 0 else min(stop, hi)
             if (stop - s) * d > 0:
                 walks.append(_Walk(s, stop, d, seeds[s], outer, previous))
     return walks
