@@ -221,6 +221,8 @@ def run_configs(plan, make_session, configs: dict, clicks: int, prompt: str, log
             current_key = key
         oracle_dice = None
         for n, (name, tracking) in enumerate(configs.items()):
+            if name.startswith("fold:") and name != f"fold:{spec.group}":
+                continue  # a fold's rule scores only its own held-out group
             if hasattr(session.engine.settings, "tracking"):
                 session.engine.settings = replace(session.engine.settings, tracking=tracking)
             row = run_target(session, target, clicks, prompt, "k", with_oracle=oracle_dice is None)
@@ -337,6 +339,13 @@ def run(args) -> dict:
     configs = tracking_configs()
     if args.config:
         configs = {c: configs[c] for c in args.config}
+    if args.fold_rules:  # each group under the stop rule its cross-validation fold chose without it
+        from dataclasses import replace as _replace
+
+        from medvl.engines.litemedsam.tracking import TrackingSettings
+
+        folds = json.loads(Path(args.fold_rules).read_text())["stop_rule"]["folds"]
+        configs = {f"fold:{g}": _replace(TrackingSettings(), **f["rule"]) for g, f in folds.items()}
     t0 = time.perf_counter()
     if args.fit_stop_rule:
         from medvl.bench import stoprule
@@ -371,7 +380,13 @@ def run(args) -> dict:
                            f"oracle {r.get('oracle') or 0:.3f}", flush=True)) if args.progress else None
     rows = run_configs(plan, lambda: VolumeSession(args.engine, cache_bytes=args.cache_mb * 2**20),
                        configs, args.clicks, args.prompt, log)
-    cv = cross_validate(rows)
+    if args.fold_rules:  # the held-out rows are each group's own fold
+        held = [r for r in rows if r["config"] == f"fold:{r['group']}"]
+        cv = {"metric": "stop rule chosen on the other groups (--fold-rules)", "rows": held,
+              "chosen": {g: f"fold:{g}" for g in {r["group"] for r in held}}, "summary": summarise(held)}
+        rows = held
+    else:
+        cv = cross_validate(rows)
     clicks = [s["seconds"] for r in cv["rows"] for s in r["steps"][1:]]
     report = {
         "command": "medvl bench-interactive " + " ".join(getattr(args, "argv", [])),
@@ -382,7 +397,8 @@ def run(args) -> dict:
         "seconds_per_click": {"median": round(float(np.median(clicks)), 3) if clicks else None,
                               "p90": round(float(np.percentile(clicks, 90)), 3) if clicks else None,
                               "share_at_most_0.5s": round(float(np.mean(np.array(clicks) <= 0.5)), 3) if clicks else None},
-        "per_config": {c: summarise([r for r in rows if r["config"] == c]) for c in configs},
+        "per_config": {c: summarise([r for r in rows if r["config"] == c]) for c in configs
+                       if any(r["config"] == c for r in rows)},
         "rows": cv["rows"],
         "all_rows": rows if args.all_rows else None,
         "wall_seconds": round(time.perf_counter() - t0, 1),
@@ -410,6 +426,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--all-rows", action="store_true", help="also keep every config's rows in the JSON")
     parser.add_argument("--fit-stop-rule", action="store_true", help="only choose the propagation stop rule: "
                         "one unstopped walk per target, a grid of rules, leave-one-group-out CV (medvl.bench.stoprule)")
+    parser.add_argument("--fold-rules", metavar="JSON", help="the --fit-stop-rule report: each group runs under "
+                        "the stop rule chosen on the other groups (cross-validated numbers for the whole protocol)")
     parser.add_argument("--via-server", action="store_true", help="drive the real MONAI Label server over HTTP "
                         "with the stock client's parameters (ROI + every click), started here unless --url")
     parser.add_argument("--url", help="with --via-server: a running server whose datastore holds the targets' "
