@@ -159,20 +159,16 @@ def _image_key(spec, form) -> str:
     return f"{spec.image}@{form}"
 
 
-def iterate(plan, make_session, clicks: int, prompt: str, with_oracle: bool = True, log=None):
-    """Yield one row per (spec, form), sharing a session per image and form."""
+def by_image(plan, make_session):
+    """Yield (session, target) per (spec, form) of `plan`, one session per image and form (bound
+    once: targets on the same image share its encoded slices)."""
     current_key, session = None, None
     for spec, form in sorted(plan, key=lambda p: (_image_key(*p), p[0].name)):
         target = load_target(spec, form)
-        key = _image_key(spec, form)
-        if key != current_key:
-            session = make_session()
+        if _image_key(spec, form) != current_key:
+            session, current_key = make_session(), _image_key(spec, form)
             session.set_volume(target.volume)
-            current_key = key
-        row = run_target(session, target, clicks, prompt, "k", with_oracle)
-        if log:
-            log(row)
-        yield row
+        yield session, target
 
 
 def table(summary: dict, rows: list[dict]) -> str:
@@ -211,14 +207,9 @@ def run_configs(plan, make_session, configs: dict, clicks: int, prompt: str, log
     each slice is encoded once whatever the number of configs."""
     from dataclasses import replace
 
-    rows, current_key, session = [], None, None
-    for spec, form in sorted(plan, key=lambda p: (_image_key(*p), p[0].name)):
-        target = load_target(spec, form)
-        key = _image_key(spec, form)
-        if key != current_key:
-            session = make_session()
-            session.set_volume(target.volume)
-            current_key = key
+    rows = []
+    for session, target in by_image(plan, make_session):
+        spec = target.spec
         oracle_dice = None
         for n, (name, tracking) in enumerate(configs.items()):
             if name.startswith("fold:") and name != f"fold:{spec.group}":

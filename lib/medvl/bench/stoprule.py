@@ -135,19 +135,14 @@ def cross_validate(all_traces: list[Trace], candidates=None) -> dict:
 
 def collect(plan, make_session, log=None) -> list[Trace]:
     """One trace per (spec, form) of `plan`, from the expert box on the label's largest k slice."""
-    from medvl.bench.devset import load_target
-    from medvl.bench.interactive import _image_key, initial_prompt, largest_slice
+    from medvl.bench.interactive import by_image, initial_prompt, largest_slice
 
-    traces, key, session = [], None, None
-    for spec, form in sorted(plan, key=lambda p: (_image_key(*p), p[0].name)):
-        target = load_target(spec, form)
-        if _image_key(spec, form) != key:
-            session, key = make_session(), _image_key(spec, form)
-            session.set_volume(target.volume)
+    traces = []
+    for session, target in by_image(plan, make_session):
         initial_prompt(session, target.label, "k", "box")
         index = largest_slice(target.label, "k")
         seed = session.seed_masks(1)[index]
-        state = session._engine_state("k")
+        state = session.engine_state("k")
         for memory in BOX_MEMORY:
             traces.append(trace(session.engine, state, index, seed, target.label, target.name, target.group, memory))
         session.reset(1)

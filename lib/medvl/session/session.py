@@ -57,6 +57,10 @@ class VolumeSession:
             raise SessionError("no volume: call set_volume(volume) before prompting")
         return self.volume
 
+    def engine_state(self, axis: str):
+        """The engine's bound state for the volume along `axis` (benchmarks drive the engine with it)."""
+        return self._engine_state(axis)
+
     def _engine_state(self, axis: str):
         if axis not in self._bound:
             self._bound[axis] = self.engine.bind(self._require_volume(), axis)
