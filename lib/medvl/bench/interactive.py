@@ -341,8 +341,15 @@ def run(args) -> dict:
     if args.fit_stop_rule:
         from medvl.bench import stoprule
 
-        traces = stoprule.collect(plan, lambda: VolumeSession(args.engine, cache_bytes=args.cache_mb * 2**20),
-                                  (lambda t: print(t.target, flush=True)) if args.progress else None)
+        import pickle
+
+        if args.traces and Path(args.traces).exists():
+            traces = pickle.loads(Path(args.traces).read_bytes())
+        else:
+            traces = stoprule.collect(plan, lambda: VolumeSession(args.engine, cache_bytes=args.cache_mb * 2**20),
+                                      (lambda t: print(t.target, flush=True)) if args.progress else None)
+            if args.traces:
+                Path(args.traces).write_bytes(pickle.dumps(traces))
         report = {"command": "medvl bench-interactive " + " ".join(getattr(args, "argv", [])),
                   "stop_rule": stoprule.cross_validate(traces), "targets": len(plan),
                   "wall_seconds": round(time.perf_counter() - t0, 1)}
@@ -423,4 +430,6 @@ def add_arguments(parser) -> None:
                         "with the stock client's parameters (ROI + every click), started here unless --url")
     parser.add_argument("--url", help="with --via-server: a running server whose datastore holds the targets' "
                         "images named as medvl.bench.via_server.image_id")
+    parser.add_argument("--traces", metavar="FILE", help="with --fit-stop-rule: reuse the traces in FILE if it "
+                        "exists, else write them there")
     parser.add_argument("--progress", action="store_true", help="print each target as it finishes")

@@ -8,7 +8,12 @@ is then exact arithmetic on the trace (`dice_for`), and a grid of rules is score
 milliseconds. `cross_validate` picks, for each held-out group, the rule with the best mean
 one-prompt Dice on the other groups and reports the held-out group's Dice under it.
 
-`medvl bench-interactive --fit-stop-rule` runs this and prints the grid's winner per fold.
+Rules that make a sample case (lung1, lung2, brain1, axial) more than 0.02 worse than
+today's default are not eligible (the issue's goal, applied as a constraint; in a fold only
+the guard cases outside the held-out group count).
+
+`medvl bench-interactive --fit-stop-rule` runs this and prints the grid's winner per fold;
+`--traces FILE` keeps the traces (pickle) so the selection can be redone without the model.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from medvl.bench.devset import GROUPS
 from medvl.engines.litemedsam import tracking
 from medvl.slicing import numpy_axis, slice_pixel_spacing, take_slice
 
+GUARD = {"sample:lung1@axial", "sample:lung2@axial", "sample:brain1@axial"}  # must not get worse ...
+GUARD_DROP = 0.02  # ... by more than this (one-prompt Dice against today's default rule)
 BOX_MEMORY = (0.0, 0.5)  # carry modes traced (tracking.TrackingSettings.box_memory)
 GRID = {
     "min_score": (0.3, 0.4, 0.5, 0.6),
@@ -106,19 +113,35 @@ def cross_validate(all_traces: list[Trace], candidates=None) -> dict:
     scores = np.array([[dice_for(by_key[(t.target, r.box_memory)], r) for r in candidates] for t in traces])
     groups = [g for g in GROUPS if any(t.group == g for t in traces)]
     folds, held = {}, np.zeros(len(traces))
+    default = next((n for n, r in enumerate(candidates) if _describe(r) == _describe(tracking.TrackingSettings())),
+                   None)
+
+    def allowed(exclude_group: str | None) -> np.ndarray:
+        """Rules that keep every guard target (outside the held-out group) within `GUARD_DROP` of
+        today's default: the issue's 'the sample cases do not get worse' goal, as a constraint."""
+        ok = np.ones(len(candidates), dtype=bool)
+        if default is None:
+            return ok
+        for n, t in enumerate(traces):
+            if t.group != exclude_group and t.target in GUARD:
+                ok &= scores[n] >= scores[n, default] - GUARD_DROP
+        return ok
+
     for g in groups:
         inside = np.array([t.group == g for t in traces])
         # equal weight per training group, so the biggest group does not choose alone
         train = np.mean([scores[np.array([t.group == h for t in traces])].mean(axis=0) for h in groups if h != g],
                         axis=0) if len(groups) > 1 else scores.mean(axis=0)
-        best = int(np.argmax(train))
+        best = int(np.argmax(np.where(allowed(g), train, -np.inf)))
         held[inside] = scores[inside, best]
         folds[g] = {"rule": _describe(candidates[best]), "held_out_dice": round(float(scores[inside, best].mean()), 4)}
     weights = np.mean([scores[np.array([t.group == h for t in traces])].mean(axis=0) for h in groups], axis=0)
-    fitted = int(np.argmax(weights))
-    default = next(n for n, r in enumerate(candidates) if _describe(r) == _describe(tracking.TrackingSettings())) \
-        if any(_describe(r) == _describe(tracking.TrackingSettings()) for r in candidates) else None
+    fitted = int(np.argmax(np.where(allowed(None), weights, -np.inf)))
+    unguarded = int(np.argmax(weights))
     return {
+        "guard": {"targets": sorted(GUARD), "max_drop": GUARD_DROP},
+        "unguarded_rule": _describe(candidates[unguarded]),
+        "unguarded_mean_dice": round(float(scores[:, unguarded].mean()), 4),
         "folds": folds,
         "cross_validated_mean_dice": round(float(held.mean()), 4),
         "cross_validated_per_group": {g: round(float(held[np.array([t.group == g for t in traces])].mean()), 4)
