@@ -144,9 +144,7 @@ class _Walk:
     stop: int
     direction: int
     seed: np.ndarray
-    outer: bool  # no seed beyond `stop`: the slices past where the walk ends belong to nobody
     previous: dict | None  # local mode: the previous result, to stop where the walk agrees with it
-    ended_at: int | None = None  # the first slice the walk refused (None: it agreed or reached `stop`)
 
 
 def _run(engine, state, walk: _Walk, ref, settings, scores):
@@ -157,7 +155,6 @@ def _run(engine, state, walk: _Walk, ref, settings, scores):
     while (index - walk.stop) * walk.direction <= 0:
         s = step(engine, state, index, prev, ref, settings, box)
         if not accept(s, row_mm * col_mm, state.volume.modality, settings):
-            walk.ended_at = index
             return
         if scores is not None:
             scores[index] = s.score
@@ -184,16 +181,18 @@ def _plan(seeds: dict[int, np.ndarray], last: int, changed: set[int], previous) 
         for d in (-1, +1):
             m = n + d
             if m < 0 or m >= len(order):
-                stop, outer = (0 if d < 0 else last), True
+                stop = 0 if d < 0 else last
             else:
                 other = order[m]
                 halfway = (s + other) // 2 + (1 if d < 0 else 0)
-                stop = halfway if other in changed or previous is not None else other - d
-                outer = False
+                walks_too = other in changed or previous is not None  # (correcting: the other half is kept)
+                stop = halfway if walks_too and seeds[other].any() else other - d
             if lo is not None and lo <= s <= hi:  # a correction inside the result does not extend it
                 stop = max(stop, lo) if d < 0 else min(stop, hi)
+            elif lo is not None and (s > hi) == (d < 0):  # a click beyond the result fills the gap to it
+                stop = min(stop, hi + 1) if d < 0 else max(stop, lo - 1)
             if (stop - s) * d > 0:
-                walks.append(_Walk(s, stop, d, seeds[s], outer, previous))
+                walks.append(_Walk(s, stop, d, seeds[s], previous))
     return walks
 
 
