@@ -19,7 +19,7 @@ def _names(q) -> set[str]:
 def test_a_clean_object_has_no_warning_and_its_estimate_is_the_area_weighted_confidence():
     masks = {i: _disc(r) for i, r in zip(range(10, 15), (4, 6, 7, 6, 4))}
     scores = {i: 0.9 for i in masks} | {12: 0.6}
-    q = assess(masks, scores, (30, 64, 64), "k")
+    q = assess(masks, scores, (30, 64, 64), "k", QualitySettings(calibration=((0.0, 0.0), (1.0, 1.0))))
     assert _names(q) == set()
     areas = {i: m.sum() for i, m in masks.items()}
     expected = sum(scores[i] * areas[i] for i in masks) / sum(areas.values())
