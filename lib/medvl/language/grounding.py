@@ -76,6 +76,8 @@ class Grounding:
     region: str | None = None
     corrections: dict[str, str] = field(default_factory=dict)  # misspelt word -> vocabulary word read
     other: str | None = None  # not applicable: the concept the text names elsewhere
+    refusal: str = ""  # why refused, as a code: "no_content", "uncovered" (a word no concept covers with the
+    # others), "ambiguous" (several concepts named), "unsure" (encoder below threshold or margin), "not_applicable"
 
     @property
     def understood(self) -> bool:
@@ -107,7 +109,7 @@ class Grounding:
                 "side": q.side, "rank": q.rank, "level": q.level, "reason": self.reason,
                 "nearest": [[n, round(s, 3)] for n, s in self.nearest], "status": self.status,
                 "modality": self.modality, "region": self.region, "corrections": dict(self.corrections),
-                "other_concept": self.other}
+                "other_concept": self.other, "refusal": self.refusal}
 
 
 @dataclass
@@ -116,6 +118,7 @@ class _Decision:
     method: str = ""
     score: float = 0.0
     reason: str = ""
+    code: str = ""  # refusal code (see Grounding.refusal)
 
 
 class Grounder:
@@ -134,6 +137,7 @@ class Grounder:
         self.vocabulary = set().union(*self._vocab.values()) | lexicon.CLOSED
         self._phrase_owner: list[int] = []
         self._phrase_vecs = None
+        self._cache: dict[str, np.ndarray] = {}  # query text -> embedding (grounding the same words again)
         if encoder is not None:
             phrases = []
             for n, c in enumerate(concepts):
@@ -153,7 +157,12 @@ class Grounder:
         """(concept name, best cosine similarity over its phrasings), best first; [] without encoder."""
         if self.encoder is None or not text:
             return []
-        v = self.encoder.encode([text])[0]
+        v = self._cache.get(text)
+        if v is None:
+            v = self.encoder.encode([text])[0]
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._cache[text] = v
         sims = self._phrase_vecs @ v
         best = np.full(len(self.concepts), -1.0)
         for owner, s in zip(self._phrase_owner, sims):
@@ -187,19 +196,19 @@ class Grounder:
         g = Grounding(text=text, concept=None, qualifiers=quals, nearest=sims[:3], modality=modality,
                       region=region, corrections=corrections)
         if not content:
-            g.reason = "no content words"
+            g.reason, g.refusal = "no content words", "no_content"
             return g
         d = self._decide(content, words, pool, sims)
         if d.concept is not None:
             g.concept, g.method, g.score, g.status = self._apply_side(d.concept, quals), d.method, d.score, "understood"
             return g
-        g.reason = d.reason
+        g.reason, g.refusal = d.reason, d.code
         if len(pool) < len(top):  # a context was given: does the text name a concept elsewhere?
             elsewhere = self._decide(content, words, top, self.similarities(query, top))
             if elsewhere.concept is not None:
                 c = elsewhere.concept
                 where = f"{modality or 'this modality'}" + (f" of the {region}" if region else "")
-                g.status, g.other = "not_applicable", c.name
+                g.status, g.other, g.refusal = "not_applicable", c.name, "not_applicable"
                 g.reason = f"{text.strip()!r} is {c.where()} {'finding' if c.kind == 'lesion' else 'anatomy'}; " \
                            f"this volume is {where}"
         if not g.nearest:
@@ -216,9 +225,10 @@ class Grounder:
             missing = [w for w in content if best is None or w not in self._vocab[best.name]]
             known = [w for w in missing if any(w in v for v in self._vocab.values())]
             if len(missing) == 1 and known:
-                return _Decision(reason=f"'{missing[0]}' does not go with the other words of any supported concept")
+                return _Decision(reason=f"'{missing[0]}' does not go with the other words of any supported concept",
+                                 code="uncovered")
             word = next((w for w in missing if w not in known), missing[0])
-            return _Decision(reason=f"'{word}' is not part of any supported concept")
+            return _Decision(reason=f"'{word}' is not part of any supported concept", code="uncovered")
         seq = " " + " ".join(words) + " "
         named = []
         for c in cover:
@@ -230,24 +240,24 @@ class Grounder:
             named = [c for n, c in named if n == longest]
             if len(named) == 1:
                 return _Decision(named[0], "keyword", score_of.get(named[0].name, 1.0))
-            return self._by_encoder(named, sims, "names several concepts")
-        return self._by_encoder(cover, sims, "no concept named by a keyword")
+            return self._by_encoder(named, sims, "names several concepts", "ambiguous")
+        return self._by_encoder(cover, sims, "no concept named by a keyword", "unsure")
 
-    def _by_encoder(self, cover: list[Concept], sims: list[tuple[str, float]], why: str) -> _Decision:
+    def _by_encoder(self, cover: list[Concept], sims: list[tuple[str, float]], why: str, code: str) -> _Decision:
         """The best of `cover` when the encoder is sure (threshold and margin over every other concept)."""
         names = ", ".join(c.label for c in cover)
         if self.encoder is None:
-            return _Decision(reason=f"{why} ({names}); the sentence encoder is off (keywords only)")
+            return _Decision(reason=f"{why} ({names}); the sentence encoder is off (keywords only)", code=code)
         ok = {c.name for c in cover}
         best = next(((n, s) for n, s in sims if n in ok), None)
         if best is None:
-            return _Decision(reason=f"{why} ({names})")
+            return _Decision(reason=f"{why} ({names})", code=code)
         other = max((s for n, s in sims if n != best[0]), default=-1.0)
         if best[1] < self.threshold:
-            return _Decision(reason=f"{why}; closest match {best[1]:.2f} is below {self.threshold:.2f}")
+            return _Decision(reason=f"{why}; closest match {best[1]:.2f} is below {self.threshold:.2f}", code=code)
         if best[1] - other < self.margin:
             return _Decision(reason=f"{why}; {self.by_name[best[0]].label} is not clearly closer than the next "
-                                    f"concept ({best[1]:.2f} vs {other:.2f})")
+                                    f"concept ({best[1]:.2f} vs {other:.2f})", code=code)
         return _Decision(self.by_name[best[0]], "embedding", best[1])
 
     def _coverage_nearest(self, content: list[str], pool: list[Concept]) -> list[tuple[str, float]]:
@@ -299,6 +309,27 @@ def default_grounder(keywords_only: bool | None = None) -> Grounder:
                                       "to ground by keywords only") from err
             _DEFAULT[keywords_only] = Grounder(enc)
         return _DEFAULT[keywords_only]
+
+
+def volume_context(volume) -> tuple[str | None, str | None]:
+    """(modality, region) of a Volume for the grounder: its (possibly user-set) modality and
+    the inferred body region (`medvl.region.infer_region`, cached per modality in
+    `volume.meta["regions"]`; the current one in `meta["region"]` and `meta["region_reason"]`)."""
+    modality = (volume.modality or "").upper()
+    cache = volume.meta.setdefault("regions", {})  # modality -> (region, reason): an override re-infers it
+    if modality not in cache:
+        from medvl.region import infer_region
+
+        guess = infer_region(volume)
+        cache[modality] = (guess.region, guess.reason)
+    volume.meta["region"], volume.meta["region_reason"] = cache[modality]
+    return (modality if modality in ("CT", "MR") else None), volume.meta["region"]
+
+
+def ground_for_volume(text: str, volume, grounder: Grounder | None = None) -> Grounding:
+    """Ground `text` among the concepts that apply to `volume` (its modality and body region)."""
+    modality, region = volume_context(volume)
+    return ground(text, grounder, modality=modality, region=region)
 
 
 def ground(text: str, grounder: Grounder | None = None, modality: str | None = None,

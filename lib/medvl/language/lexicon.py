@@ -70,11 +70,21 @@ def edit_distance(a: str, b: str, limit: int = 3) -> int:
 
 
 def allowed_edits(word: str, long_word: int = 8) -> int:
-    """How many edits a misspelling of `word` may have: none under 5 letters (too many real
-    words are one edit apart), one from 5, two from `long_word` letters."""
-    if len(word) < 5:
+    """How many edits a misspelling of `word` may have: none under 4 letters, one swap of
+    neighbours only under 6 ("lugns"; a substitution there too often makes another real
+    word: "drain" / "brain"), one edit from 6 letters, two from `long_word` letters."""
+    if len(word) < 4:
         return 0
     return 2 if len(word) >= long_word else 1
+
+
+def _swap_only(word: str, other: str) -> bool:
+    """True when `other` is `word` with two neighbouring letters swapped."""
+    if len(word) != len(other) or word == other:
+        return False
+    diff = [i for i, (a, b) in enumerate(zip(word, other)) if a != b]
+    return len(diff) == 2 and diff[1] == diff[0] + 1 and word[diff[0]] == other[diff[1]] \
+        and word[diff[1]] == other[diff[0]]
 
 
 def correct(word: str, vocabulary: set[str], long_word: int = 8) -> str | None:
@@ -89,7 +99,10 @@ def correct(word: str, vocabulary: set[str], long_word: int = 8) -> str | None:
     for v in vocabulary:
         if len(v) < 4:
             continue
-        d = edit_distance(word, v, limit)
+        if len(word) < 6:
+            d = 1 if _swap_only(word, v) else limit + 1
+        else:
+            d = edit_distance(word, v, limit)
         if d < best_d:
             best, best_d, tie = v, d, False
         elif d == best_d:
