@@ -97,9 +97,10 @@ def tune(encoder=None) -> dict:
     prompts = load("tune")
     grid = []
     base = Grounder(encoder)
+    thresholds = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
+    margins = (0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25)
     for long_word in (7, 8, 9, 99):
-        for threshold, margin in itertools.product((0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7), (0.0, 0.02, 0.04, 0.06,
-                                                                                             0.08, 0.1, 0.15)):
+        for threshold, margin in itertools.product(thresholds, margins):
             base.threshold, base.margin, base.long_word = threshold, margin, long_word
             s = score(base, prompts)
             grid.append({"threshold": threshold, "margin": margin, "long_word": long_word,

@@ -55,7 +55,7 @@ class Concept:
 _CHEST_CT = dict(modalities=("CT",), regions=("chest",))
 _ANY_CT = dict(modalities=("CT",), regions=(ANY_REGION,))
 _HEAD_MR = dict(modalities=("MR",), regions=("head",))
-_BRAIN_CONTEXT = ("brain", "cerebral", "nucleus", "nuclei", "structure", "gray", "grey", "deep", "cerebrum")
+_BRAIN_CONTEXT = ("brain", "cerebral", "nucleus", "nuclei", "gray", "grey", "cerebrum")
 
 
 def _brain(name, label, keywords, phrases, context=()):
@@ -129,12 +129,13 @@ CONCEPTS: tuple[Concept, ...] = (
            ("lateral ventricle", "lateral ventricles"),
            ("lateral ventricles", "the lateral ventricle"), ("lateral", "ventricle", "ventricles")),
     _brain("ventricles", "ventricles", ("ventricle", "ventricles", "ventricular system"),
-           ("the ventricles", "ventricular system", "brain ventricles", "cerebrospinal fluid spaces"),
+           ("the ventricles", "ventricular system", "brain ventricles", "cerebrospinal fluid spaces",
+            "csf spaces"),
            ("system", "ventricular", "csf", "cerebrospinal", "fluid", "spaces")),
     _brain("basal_ganglia", "basal ganglia", ("basal ganglia", "lentiform nucleus", "lenticular nucleus",
                                               "striatum", "corpus striatum"),
            ("basal ganglia", "the deep grey nuclei", "lentiform nucleus", "striatum"),
-           ("ganglia", "lentiform", "lenticular", "corpus")),
+           ("ganglia", "lentiform", "lenticular", "corpus", "deep")),
     _brain("cerebellum", "cerebellum", ("cerebellum", "cerebellar"),
            ("cerebellum", "the cerebellar hemispheres"), ("hemisphere", "hemispheres")),
     _brain("brainstem", "brainstem", ("brainstem", "brain stem"),
@@ -143,7 +144,7 @@ CONCEPTS: tuple[Concept, ...] = (
             keywords=("tumor", "tumors", "lesion", "lesions", "mass", "masses", "glioma", "glioblastoma",
                       "neoplasm", "metastasis", "metastases", "cancer", "growth", "abnormality", "meningioma"),
             phrases=("brain tumor", "the lesion in the brain", "brain lesion", "intracranial mass", "the glioma",
-                     "brain metastasis"),
+                     "brain metastasis", "abnormal region in the brain"),
             context=("brain", "cerebral", "intracranial", "abnormal", "enhancing", "region", "hemisphere"),
             **_HEAD_MR),
 )
