@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 DATA = Path(__file__).parent / "data"
 FILES = {"tune": DATA / "grounding_prompts.json", "heldout": DATA / "grounding_prompts_heldout.json"}
 
@@ -86,8 +88,9 @@ def run(encoder=None, threshold: float | None = None, margin: float | None = Non
 
 
 def tune(encoder=None) -> dict:
-    """Grid over threshold x margin x long_word on the TUNE split only: fewest errors, then
-    highest threshold and margin (the most conservative among equals)."""
+    """Grid over threshold x margin x long_word on the TUNE split only: the configs with the
+    fewest false accepts, then the fewest errors, form a plateau; the chosen one is the
+    plateau's middle (nearest its median threshold and margin), not its edge."""
     from medvl.language.grounding import Grounder
 
     if encoder is None:
@@ -105,8 +108,16 @@ def tune(encoder=None) -> dict:
             s = score(base, prompts)
             grid.append({"threshold": threshold, "margin": margin, "long_word": long_word,
                          "errors": len(s["errors"]), "false_accepts": s["false_accepts"]})
-    best = min(grid, key=lambda r: (r["false_accepts"], r["errors"], -r["threshold"], -r["margin"], r["long_word"]))
-    return {"split": "tune", "best": best, "grid": grid}
+    goal = min((r["false_accepts"], r["errors"]) for r in grid)
+    plateau = [r for r in grid if (r["false_accepts"], r["errors"]) == goal]
+    mid_t = float(np.median([r["threshold"] for r in plateau]))
+    mid_m = float(np.median([r["margin"] for r in plateau]))
+    mid_w = float(np.median([r["long_word"] for r in plateau]))
+    best = min(plateau, key=lambda r: (abs(r["threshold"] - mid_t) + abs(r["margin"] - mid_m),
+                                       abs(r["long_word"] - mid_w), -r["threshold"], -r["margin"]))
+    return {"split": "tune", "best": best, "plateau": {"false_accepts": goal[0], "errors": goal[1],
+                                                        "configs": len(plateau), "median_threshold": mid_t,
+                                                        "median_margin": mid_m}, "grid": grid}
 
 
 def main(argv=None) -> int:
