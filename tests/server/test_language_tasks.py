@@ -87,14 +87,6 @@ def test_vqa_without_masks_and_an_unanswerable_question(client):
     assert r.status == 200 and r.json["answerable"] is False
 
 
-@pytest.mark.parametrize("model, params", [
-    ("medvl_text", {"text": "segment the liver"}),
-    ("medvl_text", {"text": "xyzzy quux"}),
-    ("medvl_text", {}),
-    ("medvl_text", {"text": "nodule", "refine": "magic"}),
-    ("medvl_vqa", {"question": ""}),
-    ("medvl_report", {"obj_id": 99, "client_id": "pytest-language-empty"}),
-])
 def test_modality_override_gates_the_concepts_and_a_bad_value_is_named(client):
     """`modality` "MR" on the lung2 CT: the chest-CT nodule is not applicable (400); "XR" is refused by name."""
     r = client.infer("lung2_image", {"text": "nodule", "modality": "MR", "client_id": "pytest-modality"},
@@ -104,6 +96,14 @@ def test_modality_override_gates_the_concepts_and_a_bad_value_is_named(client):
     assert r.status == 400 and "modality 'XR' is not one of CT, MR" in r.detail, (r.status, r.detail)
 
 
+@pytest.mark.parametrize("model, params", [
+    ("medvl_text", {"text": "segment the liver"}),
+    ("medvl_text", {"text": "xyzzy quux"}),
+    ("medvl_text", {}),
+    ("medvl_text", {"text": "nodule", "refine": "magic"}),
+    ("medvl_vqa", {"question": ""}),
+    ("medvl_report", {"obj_id": 99, "client_id": "pytest-language-empty"}),
+])
 def test_bad_language_requests_get_4xx_and_the_server_stays_up(client, server, model, params):
     r = client.infer("lung2_image", params, model=model)
     assert 400 <= r.status < 500, (r.status, r.json)
