@@ -140,7 +140,8 @@ def test_modality_named_in_the_header_wins_over_the_intensities(tmp_path):
     nifti = read_volume(tmp_path / "t1.nii.gz")
     assert (nifti.modality, nifti.meta["modality_source"]) == ("MR", "metadata")
     sitk.WriteImage(sitk.GetImageFromArray(air), str(tmp_path / "scan.mhd"))
-    header = (tmp_path / "scan.mhd").read_text().replace("ObjectType = Image", "ObjectType = Image\nModality = MET_MOD_MR")
+    header = (tmp_path / "scan.mhd").read_text()
+    header = header.replace("ObjectType = Image", "ObjectType = Image\nModality = MET_MOD_MR")
     (tmp_path / "scan.mhd").write_text(header)
     assert read_volume(tmp_path / "scan.mhd").meta["modality_source"] == "metadata"
     plain = sitk.GetImageFromArray(air)

@@ -13,7 +13,7 @@ import re
 
 SPELLING = {"tumour": "tumor", "tumours": "tumors", "oesophagus": "esophagus", "haemorrhage": "hemorrhage",
             "centre": "center", "oedema": "edema", "foetal": "fetal", "anaesthesia": "anesthesia",
-            "grey": "grey", "tumoral": "tumor"}
+            "tumoral": "tumor"}
 SIDE = {"left": "left", "right": "right", "both": "both", "bilateral": "both", "sinistral": "left",
         "dextral": "right", "l": "left", "r": "right", "lt": "left", "rt": "right"}
 RANK = {"largest": "largest", "biggest": "largest", "dominant": "largest", "main": "largest",
@@ -33,13 +33,12 @@ FILLER = {"segment", "segmentation", "show", "me", "the", "a", "an", "please", "
           "can", "could", "would", "you", "i", "we", "want", "need", "to", "see", "display", "label", "detect",
           "locate", "where", "is", "are", "and", "its", "it", "this", "that", "there", "any", "with", "for",
           "from", "into", "by", "my", "our", "your", "his", "her", "their", "patient's", "be", "was", "were",
-          "do", "does", "did", "have", "has", "what", "which", "how", "many", "much", "many", "size", "measure",
+          "do", "does", "did", "have", "has", "what", "which", "how", "many", "much", "size", "measure",
           "measurement", "volume", "diameter", "diameters", "located", "location", "present", "identify",
           "ct", "mr", "mri", "scan", "image", "study", "series", "t1", "t2", "weighted", "here", "just",
-          "only", "region", "so", "some", "these", "those", "them", "they", "give", "make", "create", "also",
+          "only", "so", "some", "these", "those", "them", "they", "give", "make", "create", "also",
           "extract", "isolate", "pick", "let's", "lets", "let", "us", "whats", "what's", "where's", "number",
-          "count", "mean", "hu", "intensity", "density", "long", "wide", "thick", "big", "large", "or",
-          "not", "visible", "tell", "about", "up", "each", "every", "same", "other"}
+          "count", "mean", "hu", "intensity", "density", "long", "wide", "thick", "or", "not", "tell", "about", "up", "each", "every", "same", "other"}
 
 CLOSED = set(SIDE) | set(RANK) | set(LEVEL) | MODIFIERS | FILLER  # words covered for every concept
 

@@ -115,8 +115,8 @@ _MONAILABEL = {  # set by MONAI Label itself (infer, batch infer) or sent by its
     "timeout", "logging", "images", "_id", "_image_id", "multi_gpu", "gpus", "max_workers", "max_batch_size"}
 _KNOWN = {FOREGROUND, BACKGROUND, ROI, LABEL, RESET_STATE, CLIENT_ID, RESULT_EXTENSION, BOXES, AXIS, OBJ_ID,
           UNDO, MEDVL_SESSION, CROP, OUTPUT_LABELS, ROI_MODE, PROPAGATE} | _MONAILABEL
-_KNOWN_LANGUAGE = {TEXT, QUESTION, REFINE, NARRATOR, MODALITY, LABEL, OBJ_ID, CLIENT_ID, RESULT_EXTENSION, MEDVL_SESSION,
-                   CROP, OUTPUT_LABELS, AXIS, PROPAGATE} | _MONAILABEL  # axis, propagate: sent by clients, unused
+_KNOWN_LANGUAGE = {TEXT, QUESTION, REFINE, NARRATOR, MODALITY, LABEL, OBJ_ID, CLIENT_ID, RESULT_EXTENSION,
+                   MEDVL_SESSION, CROP, OUTPUT_LABELS, AXIS, PROPAGATE} | _MONAILABEL  # axis, propagate: sent by clients, unused
 
 
 @dataclass(frozen=True)
