@@ -73,6 +73,7 @@ class MedVLSlicerParameterNode:
     axis: Annotated[str, Choice(["k", "j", "i"])] = "k"  # slicing / propagation axis
     autoPropagate: bool = True  # Segment answers in 3D (else the prompted slice only)
     textPrompt: str = ""  # free text for the server's text task
+    modality: Annotated[str, Choice(["auto", "CT", "MR"])] = "auto"  # text/report: override the image's modality
 
 
 class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -326,6 +327,7 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
 
         def send():
+            self.logic.set_modality(p.modality)
             prompts = self._guard(lambda: text_prompt(p.textPrompt, self.logic.next_obj_id()))
             if prompts is not None:
                 p.objectId = prompts.obj_id
@@ -369,6 +371,7 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                           label=answer.get("label", "?"), image=answer.get("image", "?"))))
 
     def onReport(self) -> None:
+        self.logic.set_modality(self._parameterNode.modality)
         self._run(_("Writing the report ..."), lambda cancelled: self.logic.send_report(should_cancel=cancelled),
                   lambda result: self.ui.reportTextBrowser.setPlainText(self.logic.apply_report(result)))
 

@@ -77,6 +77,7 @@ def test_dicom_series_round_trip(tmp_path, synthetic_volume):
     np.testing.assert_array_equal(back.array, volume.array)  # the 6-file series wins over the 2-file one
     assert back.geometry.same_as(OBLIQUE, tol=1e-6)
     assert back.modality == "MR" and back.meta["dicom_modality"] == "MR"  # the tag wins over the guess
+    assert back.meta["modality_source"] == "dicom"
     assert back.name == "1.2.826.0.1.3680043.2.1125.7" and back.meta["files"] == 6
     assert read_volume(tmp_path / "dcm", modality="ct").modality == "CT"  # the argument wins
 
@@ -92,7 +93,62 @@ def test_modality_guess(tmp_path, synthetic_volume):
     ct = write_volume(tmp_path / "ct.nrrd", synthetic_volume(modality="CT"))
     mr = write_volume(tmp_path / "mr.nrrd", synthetic_volume(modality="MR"))
     assert read_volume(ct).modality == "CT" and read_volume(mr).modality == "MR"
-    assert read_volume(ct, modality="MR").modality == "MR"
+    assert read_volume(ct).meta["modality_source"] == "inferred"
+    user = read_volume(ct, modality="MR")
+    assert user.modality == "MR" and user.meta["modality_source"] == "user"
+    with pytest.raises(ImageReadError, match="modality 'XR' is not one of CT, MR"):
+        read_volume(ct, modality="XR")
+
+
+def _hu(rng, shape, air=0.3, fat=0.1):
+    """Seeded CT-like int16 values: air (-1000), fat (-100), soft tissue (40) and bone (700) in the given shares."""
+    u = rng.random(shape)
+    values = np.select([u < air, u < air + fat, u < 0.95], [-1000, -100, 40], 700)
+    return np.round(values + rng.normal(0, 15, shape)).astype(np.int16)
+
+
+@pytest.mark.parametrize("name, make, expected", [
+    ("CT with air", lambda rng: _hu(rng, (8, 32, 32)), "CT"),
+    ("CT padded -3024 outside the scan circle", lambda rng: np.where(rng.random((8, 32, 32)) < 0.2, -3024,
+                                                                      _hu(rng, (8, 32, 32))), "CT"),
+    ("CT cropped inside the body (no air)", lambda rng: _hu(rng, (8, 32, 32), air=0.0, fat=0.3), "CT"),
+    ("MR, arbitrary units", lambda rng: np.abs(rng.normal(400, 200, (8, 32, 32))).astype(np.int16), "MR"),
+    ("MR, z-scored floats", lambda rng: rng.normal(0, 1, (8, 32, 32)).astype(np.float32), "MR"),
+    ("MR background 0, no negatives", lambda rng: np.where(rng.random((8, 32, 32)) < 0.5, 0, 900).astype(np.uint16),
+     "MR"),
+])
+def test_infer_modality_from_intensities(name, make, expected):
+    modality, reason = medvl_io.infer_modality(make(np.random.default_rng(3)))
+    assert modality == expected, (name, reason)
+    assert reason
+
+
+@pytest.mark.parametrize("case, expected", [("lung1", "CT"), ("lung2", "CT"), ("brain1", "MR")])
+def test_infer_modality_on_the_sample_cases(sample_dir, case, expected):
+    path = sample_dir / f"{case}_image.nii.gz"
+    if not path.exists():
+        pytest.skip(f"{case} missing: run python sample_data/make_sample_data.py")
+    volume = read_volume(path)
+    assert volume.modality == expected and volume.meta["modality_source"] == "inferred"
+
+
+def test_modality_named_in_the_header_wins_over_the_intensities(tmp_path):
+    air = np.full((4, 12, 12), -1000, np.int16)  # CT-like values everywhere
+    image = sitk.GetImageFromArray(air)
+    image.SetMetaData("ITK_FileNotes", "T1-weighted MPRAGE")  # written as the NIfTI descrip
+    sitk.WriteImage(image, str(tmp_path / "t1.nii.gz"))
+    nifti = read_volume(tmp_path / "t1.nii.gz")
+    assert (nifti.modality, nifti.meta["modality_source"]) == ("MR", "metadata")
+    sitk.WriteImage(sitk.GetImageFromArray(air), str(tmp_path / "scan.mhd"))
+    header = (tmp_path / "scan.mhd").read_text()
+    header = header.replace("ObjectType = Image", "ObjectType = Image\nModality = MET_MOD_MR")
+    (tmp_path / "scan.mhd").write_text(header)
+    assert read_volume(tmp_path / "scan.mhd").meta["modality_source"] == "metadata"
+    plain = sitk.GetImageFromArray(air)
+    plain.SetMetaData("modality", "CT")  # an NRRD key/value field
+    sitk.WriteImage(plain, str(tmp_path / "scan.nrrd"))
+    assert read_volume(tmp_path / "scan.nrrd").meta["modality_source"] == "metadata"
+    assert read_volume(tmp_path / "scan.nrrd", modality="mr").meta["modality_source"] == "user"
 
 
 # ---- masks --------------------------------------------------------------------------------

@@ -117,6 +117,14 @@ class InteractiveLogic:
         self.client: Optional[MedVLClient] = None  # set by connect()
         self.server: Optional[ServerInfo] = None  # set by connect()
         self.state: Optional[SessionState] = None  # set by prepare() / start()
+        self.modality: str = ""  # "CT" / "MR": sent with text and report requests; "": the server reads it
+
+    def set_modality(self, value: str) -> None:
+        """The modality override of text and report requests: "auto" (or "") / "CT" / "MR"."""
+        text = (value or "auto").strip()
+        if text.upper() not in ("AUTO", "CT", "MR"):
+            raise PromptError(f"modality {value!r} is not one of {', '.join(protocol.MODALITY_CHOICES)}")
+        self.modality = "" if text.upper() == "AUTO" else text.upper()
 
     # --- server ------------------------------------------------------------------------------
     def connect(self, url: str, token: str = "") -> ServerInfo:
@@ -245,6 +253,8 @@ class InteractiveLogic:
         params[protocol.P_PROPAGATE] = bool(propagate)
         params[protocol.P_CROP] = bool(crop)
         params[protocol.P_OUTPUT_LABELS] = "object"
+        if prompts.text and self.modality:
+            params[protocol.P_MODALITY] = self.modality
         if self.state.generation:
             params[protocol.P_MEDVL_SESSION] = self.state.generation
         return params
@@ -340,6 +350,8 @@ class InteractiveLogic:
             raise MedVLSlicerError("this server has no report task")
         state = self._state()
         params = {protocol.P_OBJ_ID: sorted(state.objects), protocol.P_OUTPUT_LABELS: "all"}
+        if self.modality:
+            params[protocol.P_MODALITY] = self.modality
         return self._client().infer(self.server.report_task, params, session_id=state.session_id,
                                     should_cancel=should_cancel)
 

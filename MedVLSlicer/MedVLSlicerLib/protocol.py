@@ -53,6 +53,8 @@ P_OUTPUT_LABELS = "output_labels"  # "object" (0/1 mask of obj_id) or "all" (vox
 P_TEXT = "text"  # the text prompt of the text task (report task: extra prompts to solve and report on)
 P_REFINE = "refine"  # text/report/vqa: "hu" | "engine" | "auto" nodule refinement (default: the server's)
 P_QUESTION = "question"  # the question of the vqa task
+P_MODALITY = "modality"  # text/report/vqa: "CT" | "MR" overrides the image's modality (absent: read or inferred)
+MODALITY_CHOICES = ("auto", "CT", "MR")  # the module's selector; "auto" sends no P_MODALITY
 P_CLIENT_ID = "client_id"  # which client's state on a shared image
 P_RESULT_EXTENSION = "result_extension"  # ".nrrd" or ".nii.gz"
 

@@ -97,7 +97,7 @@ def cmd_segment(args) -> int:
     boxes = [parse_box(b) for b in args.box]
     check_writable(args.out)  # before any model work
     t0 = time.perf_counter()
-    volume = read_volume(args.image)
+    volume = read_volume(args.image, getattr(args, "modality", None))
     t_read = time.perf_counter()
     session = VolumeSession(args.engine, **engine_options(args))
     session.set_volume(volume)

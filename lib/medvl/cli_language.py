@@ -5,15 +5,38 @@
 calls `segment_from_text(volume, prompt, session)` when `--text` is given. Everything
 here is argument parsing and printing; the work is in `medvl.language`.
 
-    medvl report IMAGE [--mask MASK]... [--text PROMPT]... --out DIR [--narrator smollm2]
-    medvl ask IMAGE "How large is the nodule?" [--mask MASK]...
-    medvl segment IMAGE --text "the tumour in the left lung" --out mask.nii.gz
+    medvl report IMAGE [--mask MASK]... [--text PROMPT]... --out DIR [--narrator smollm2] [--modality CT|MR]
+    medvl ask IMAGE "How large is the nodule?" [--mask MASK]... [--modality CT|MR]
+    medvl segment IMAGE --text "the tumour in the left lung" --out mask.nii.gz [--modality CT|MR]
+
+`--modality` overrides what the image says (DICOM tag, header) or what is inferred from its
+intensities (`medvl.io.read_volume`); text is grounded among the concepts that apply to that
+modality and the inferred body region (`medvl.language.grounding.ground_for_volume`).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
+
+MODALITY_HELP = ("CT or MR: overrides the modality read from the image (DICOM tag, header) or inferred from its "
+                 "intensities; text prompts are grounded among the concepts of that modality")
+
+
+def modality_arg(value: str) -> str:
+    """argparse type of `--modality`: 'CT' or 'MR' (any case, 'MRI' is MR); a usage error names the value."""
+    from medvl.io import parse_modality
+
+    try:
+        return parse_modality(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_modality_option(parser) -> None:
+    """Add `--modality CT|MR` (default: from the image) to a subcommand that reads a volume."""
+    parser.add_argument("--modality", type=modality_arg, default=None, metavar="CT|MR", help=MODALITY_HELP)
 
 REFINE_HELP = ("nodule prompts: 'hu' keeps the Hounsfield-unit candidate (seconds, no model), 'engine' refines it "
                "by the engine's box propagation, 'auto' keeps the engine's mask where it agrees with the HU mask "
@@ -49,30 +72,32 @@ def segment_from_text(volume, prompt: str, session=None, settings=None):
 
     Raises NotUnderstoodError (listing the nearest concepts) or SolverError, both MedVLError.
     """
-    from medvl.language.grounding import ground
+    from medvl.language.grounding import ground_for_volume
     from medvl.language.solvers import SolveSettings, solve
 
-    result = solve(volume, ground(prompt).require(), session, settings or SolveSettings())
+    result = solve(volume, ground_for_volume(prompt, volume).require(), session, settings or SolveSettings())
     return result.mask, result.info
 
 
 def add_text_option(segment_parser) -> None:
-    """Add `--text PROMPT` and `--refine` to the `segment` subcommand's parser."""
+    """Add `--text PROMPT`, `--refine` and `--modality` to the `segment` subcommand's parser."""
     segment_parser.add_argument("--text", metavar="PROMPT",
                                 help='free-text target, e.g. "the tumour in the left lung", "lungs", "bone"')
     segment_parser.add_argument("--refine", default="auto", choices=["hu", "engine", "auto"], help=REFINE_HELP)
+    add_modality_option(segment_parser)
 
 
 def cmd_report(args) -> int:
     from medvl.io import read_volume
     from medvl.language.report import build_report, write_report
 
-    volume = read_volume(args.image)
+    volume = read_volume(args.image, args.modality)
     masks = _masks(args.mask, volume)
     report = build_report(volume, masks, texts=args.text or [], session=_session(args), narrator=args.narrator,
                           settings=_settings(args))
     paths = write_report(report, volume, args.out)
-    print(json.dumps({"impression": report.impression, "narrator": report.narrator,
+    print(json.dumps({"modality": volume.modality, "modality_source": volume.meta.get("modality_source"),
+                      "impression": report.impression, "narrator": report.narrator,
                       "narrative_check": report.narrative_check, "notes": report.notes,
                       "objects": [o.name for o in report.objects], "files": {k: str(v) for k, v in paths.items()},
                       "seconds": report.seconds}, indent=2))
@@ -83,9 +108,9 @@ def cmd_ask(args) -> int:
     from medvl.io import read_volume
     from medvl.language.vqa import answer
 
-    volume = read_volume(args.image)
+    volume = read_volume(args.image, args.modality)
     ans = answer(volume, args.question, _masks(args.mask, volume), session=_session(args), settings=_settings(args))
-    out = ans.as_dict()
+    out = dict(ans.as_dict(), modality=volume.modality, modality_source=volume.meta.get("modality_source"))
     if not args.facts:
         out.pop("facts")
     print(json.dumps(out, indent=2))
@@ -105,6 +130,7 @@ def add_language_commands(subparsers) -> None:
                      help="who phrases the narrative; every number is checked against the facts either way")
     rep.add_argument("--refine", default="hu", choices=["hu", "engine", "auto"], help=REFINE_HELP)
     rep.add_argument("--engine", default="litemedsam")
+    add_modality_option(rep)
     rep.set_defaults(func=cmd_report)
 
     ask = subparsers.add_parser("ask", help="answer a question about the image from measured facts (JSON)")
@@ -114,4 +140,5 @@ def add_language_commands(subparsers) -> None:
     ask.add_argument("--refine", default="hu", choices=["hu", "engine", "auto"], help=REFINE_HELP)
     ask.add_argument("--engine", default="litemedsam")
     ask.add_argument("--facts", action="store_true", help="include the quoted facts in the JSON")
+    add_modality_option(ask)
     ask.set_defaults(func=cmd_ask)

@@ -77,9 +77,70 @@ def _label_problem(array: np.ndarray) -> str | None:
     return None
 
 
-def _guess_modality(array: np.ndarray) -> str:
-    """CT when the darkest voxel is below -500 (air in HU), otherwise MR."""
-    return "CT" if array.size and float(array.min()) < -500 else "MR"
+MODALITIES = ("CT", "MR")  # what a user may ask for (`--modality`, the server's `modality` param)
+MODALITY_SOURCES = ("user", "dicom", "metadata", "inferred")  # Volume.meta["modality_source"]
+_META_KEYS = ("descrip", "intent_name", "aux_file", "Modality", "modality", "ITK_FileNotes", "content",
+              "0008|103e", "0018|0015")  # NIfTI header strings, NRRD/MetaImage fields that may name it
+_META_WORDS = {"CT": re.compile(r"\b(ct|met_mod_ct|computed tomography|cta|hu)\b", re.I),
+               "MR": re.compile(r"\b(mr|mri|met_mod_mr|magnetic resonance|t1w?|t2w?|flair|mprage|spgr|dwi)\b",
+                                re.I)}
+
+
+def parse_modality(value) -> str:
+    """'CT' or 'MR' from a user's value (any case; 'MRI' is MR); ValueError naming the bad value."""
+    text = str(value).strip().upper()
+    text = "MR" if text == "MRI" else text
+    if text not in MODALITIES:
+        raise ValueError(f"modality {value!r} is not one of {', '.join(MODALITIES)}")
+    return text
+
+
+def _metadata_modality(reader_meta: dict) -> str | None:
+    """The modality the image's own header names (NIfTI descrip/intent_name, NRRD or
+    MetaImage 'modality' field), or None when it names none or both."""
+    found = set()
+    for key in _META_KEYS:
+        value = str(reader_meta.get(key, "") or "")
+        found.update(m for m, rx in _META_WORDS.items() if rx.search(value))
+    return found.pop() if len(found) == 1 else None
+
+
+def infer_modality(array: np.ndarray) -> tuple[str, str]:
+    """CT or MR from the intensities of a numpy (k, j, i) array, with the reason.
+
+    CT is calibrated in Hounsfield units: air at about -1000 (outside the body, in the
+    lungs), fat near -100, soft tissue and water near 0..100, all integers. MR is in
+    arbitrary non-negative units (or a z-score with small negatives). Rules, in order:
+    1. CT when at least 1 % of voxels lie in air's HU band [-1100, -850] (or below: padding
+       -2048/-3024 outside the scan circle) AND at least 5 % of the others lie in
+       soft tissue's band [-150, 150];
+    2. CT (cropped inside the body, no air) when the values are integers, at least 3 % lie in
+       fat's band [-150, -50] and at least 20 % in soft tissue's band [-50, 150];
+    3. MR when no voxel is below -500 (no air in HU);
+    4. otherwise the old rule: CT when the darkest voxel is below -500, flagged as weak.
+    Checked on the sample cases (lung1, lung2 CT; brain1 MR) and seeded synthetic volumes
+    (tests/test_io.py).
+    """
+    if not array.size:
+        return "MR", "empty image"
+    v = array.ravel()
+    if v.size > 2_000_000:  # a strided sample is enough for fractions (deterministic)
+        v = v[:: v.size // 2_000_000]
+    v = v.astype(np.float32)
+    air = float(np.mean(v <= -850))
+    rest = v[v > -850]
+    soft = float(np.mean((rest >= -150) & (rest <= 150))) if rest.size else 0.0
+    if air >= 0.01 and soft >= 0.05:
+        return "CT", f"{air:.0%} of voxels at air's HU (<= -850) and {soft:.0%} of the rest at soft tissue's"
+    integer = bool(np.all(np.mod(v[: 100_000], 1) == 0))
+    fat = float(np.mean((v >= -150) & (v <= -50)))
+    soft = float(np.mean((v > -50) & (v <= 150)))
+    if integer and fat >= 0.03 and soft >= 0.2:
+        return "CT", f"integer values with {fat:.0%} at fat's HU and {soft:.0%} at soft tissue's (no air)"
+    low = float(v.min())
+    if low >= -500:
+        return "MR", f"no air in Hounsfield units (darkest voxel {low:g}): arbitrary MR units"
+    return ("CT" if low < -500 else "MR"), f"weak: darkest voxel {low:g} but no clear air/tissue HU peaks"
 
 
 def _read_dicom_series(folder: Path) -> tuple[sitk.Image, dict]:
@@ -118,6 +179,9 @@ def _read_file(path: Path) -> tuple[sitk.Image, dict]:
         meta["dicom_modality"] = reader.GetMetaData(_MODALITY_TAG).strip().upper()
     if reader.HasMetaDataKey(_SERIES_UID_TAG):
         meta["series_uid"] = reader.GetMetaData(_SERIES_UID_TAG).strip()
+    named = _metadata_modality({k: reader.GetMetaData(k) for k in reader.GetMetaDataKeys() if k in _META_KEYS})
+    if named:
+        meta["header_modality"] = named
     try:
         image = reader.Execute()
     except RuntimeError as error:
@@ -142,20 +206,37 @@ def _read_image(path) -> tuple[sitk.Image, Geometry, dict]:
 def read_volume(path, modality: str | None = None) -> Volume:
     """Read a 3D scalar image file or DICOM folder into a Volume (array numpy (k, j, i)).
 
-    Modality: the `modality` argument if given, else the DICOM tag (0008,0060) when it is
-    CT or MR ("OT" for other DICOM modalities), else CT when the minimum intensity is
-    below -500, else MR. The pixel type is kept as stored (DICOM rescale applied).
+    Modality, first that applies (recorded in `volume.meta["modality_source"]`, with
+    `meta["modality_reason"]`): the `modality` argument ("user"; CT or MR, else
+    ImageReadError naming the value); the DICOM tag (0008,0060) ("dicom"; "OT" for other
+    DICOM modalities); a header field naming it ("metadata": NIfTI descrip/intent_name,
+    NRRD/MetaImage modality field); else `infer_modality` from the intensities
+    ("inferred"). The pixel type is kept as stored (DICOM rescale applied).
     Raises ImageReadError (one line, naming the path) for missing, corrupt, 2D, 4D or
     multi-component images.
     """
+    if modality is not None:
+        try:
+            modality = parse_modality(modality)
+        except ValueError as err:
+            raise ImageReadError(f"{err}; give --modality CT or MR (or leave it out to read it from the image)") \
+                from None
     image, geometry, meta = _read_image(path)
     array = sitk.GetArrayFromImage(image)
-    if modality is None:
-        tag = meta.get("dicom_modality")
-        modality = (tag if tag in ("CT", "MR") else "OT") if tag else _guess_modality(array)
+    tag = meta.get("dicom_modality")
+    if modality is not None:
+        source, reason = "user", "given by the user"
+    elif tag:
+        modality, source, reason = (tag if tag in MODALITIES else "OT"), "dicom", f"DICOM tag (0008,0060) = {tag}"
+    elif meta.get("header_modality"):
+        modality, source, reason = meta["header_modality"], "metadata", "named in the image header"
+    else:
+        modality, reason = infer_modality(array)
+        source = "inferred"
+    meta["modality_source"], meta["modality_reason"] = source, reason
     name = meta.get("series_uid") if meta["format"] == "dicom" and Path(path).is_dir() else _stem(Path(path))
     volume = Volume(array=array, geometry=geometry, modality=modality.upper(), name=name, meta=meta)
-    logger.debug("read %s: %s %s, %s", path, volume.size_ijk, array.dtype, volume.modality)
+    logger.debug("read %s: %s %s, %s (%s)", path, volume.size_ijk, array.dtype, volume.modality, source)
     return volume
 
 

@@ -54,3 +54,33 @@ def test_segment_text_option_and_function(lung1):
     assert 2 * (mask & label).sum() / (mask.sum() + label.sum()) > 0.6
     with pytest.raises(NotUnderstoodError, match="nearest known concepts"):
         segment_from_text(volume, "segment the spleen")
+
+
+def test_modality_override_reaches_the_grounding(sample_dir, tmp_path, capsys):
+    """`--modality MR` on a CT: a chest-CT concept is refused as not applicable (exit 1, one line)."""
+    from medvl.cli import main
+
+    image = str(sample_dir / "lung1_image.nii.gz")
+    rc = main(["segment", image, "--text", "nodule", "--modality", "MR", "--refine", "hu",
+               "--out", str(tmp_path / "m.nii.gz")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and err.startswith("error: not applicable") and "this volume is MR" in err, err
+    assert "\n" not in err and not (tmp_path / "m.nii.gz").exists()
+
+
+def test_a_bad_modality_is_a_usage_error_naming_it(sample_dir, capsys):
+    from medvl.cli import main
+
+    for command in (["ask", str(sample_dir / "lung1_image.nii.gz"), "How big is it?"],
+                    ["report", str(sample_dir / "lung1_image.nii.gz"), "--out", "x"],
+                    ["segment", str(sample_dir / "lung1_image.nii.gz"), "--text", "nodule", "--out", "x.nii.gz"]):
+        assert main(command + ["--modality", "XR"]) == 2
+        assert "modality 'XR' is not one of CT, MR" in capsys.readouterr().err
+
+
+def test_report_records_the_user_modality(sample_dir, tmp_path, capsys):
+    args = _parser().parse_args(["report", str(sample_dir / "brain1_image.nii.gz"), "--mask",
+                                 str(sample_dir / "brain1_label.nii.gz"), "--out", str(tmp_path), "--modality", "mri"])
+    assert args.modality == "MR" and args.func(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["modality"], out["modality_source"]) == ("MR", "user")

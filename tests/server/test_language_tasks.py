@@ -87,6 +87,15 @@ def test_vqa_without_masks_and_an_unanswerable_question(client):
     assert r.status == 200 and r.json["answerable"] is False
 
 
+def test_modality_override_gates_the_concepts_and_a_bad_value_is_named(client):
+    """`modality` "MR" on the lung2 CT: the chest-CT nodule is not applicable (400); "XR" is refused by name."""
+    r = client.infer("lung2_image", {"text": "nodule", "modality": "MR", "client_id": "pytest-modality"},
+                     model="medvl_text")
+    assert r.status == 400 and "not applicable" in r.detail and "this volume is MR" in r.detail, (r.status, r.detail)
+    r = client.infer("lung2_image", {"question": "How large is the nodule?", "modality": "XR"}, model="medvl_vqa")
+    assert r.status == 400 and "modality 'XR' is not one of CT, MR" in r.detail, (r.status, r.detail)
+
+
 @pytest.mark.parametrize("model, params", [
     ("medvl_text", {"text": "segment the liver"}),
     ("medvl_text", {"text": "xyzzy quux"}),

@@ -273,3 +273,22 @@ def test_text_prompt_needs_a_text_task(session):
     logic, _, _, _ = session
     with pytest.raises(PromptError, match="no text task"):
         logic.send(PromptSet(obj_id=1, text="the tumour"))
+
+
+def test_modality_selector_goes_with_text_and_report_requests(session):
+    logic, stand_in, _, truth = session
+    import dataclasses
+
+    logic.server = dataclasses.replace(logic.server, text_task="medvl_text")  # the stand-in answers it too
+    logic.set_modality("MR")
+    logic.send(PromptSet(obj_id=1, text="the lesion"))
+    assert stand_in.requests[-1]["modality"] == "MR"
+    logic.send_report()
+    assert stand_in.requests[-1]["modality"] == "MR"
+    logic.set_modality("auto")  # the selector's default: the server reads the modality from the image
+    logic.send(PromptSet(obj_id=1, text="the lesion"))
+    assert "modality" not in stand_in.requests[-1]
+    logic.send(PromptSet(obj_id=2, foreground=[label_click(truth)]))  # clicks carry no modality
+    assert "modality" not in stand_in.requests[-1]
+    with pytest.raises(PromptError, match="modality 'PET' is not one of auto, CT, MR"):
+        logic.set_modality("PET")

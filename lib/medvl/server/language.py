@@ -5,8 +5,11 @@ Thin by design: grounding, solvers, report facts, narrative and answers are
 `medvl.language`'s (`ground`, `solve`, `build_report` / `write_report`, `answer`); this module
 maps requests (`medvl.server.protocol.parse_language_request`) onto sessions and objects.
 
-- text: the prompt is grounded first, so text that is not understood is answered 400 with
-  the nearest concepts before any session is created; then solved on the session's volume.
+- text: the prompt is checked first, so text with a word no concept covers is answered 400
+  with the nearest concepts before any session is created; then it is grounded among the
+  concepts that apply to the session's volume (its modality, or the request's `modality`
+  override, and the inferred body region: a concept of another modality/region is a 400
+  "not applicable") and solved on that volume.
   The mask becomes the object (`VolumeSession.set_mask`, undoable) and goes out through
   `InteractiveService.serve_mask` like a click's answer (file in the image geometry, crop,
   voxels, volume_ml, latencies). Later clicks on that object replace it.
@@ -67,7 +70,10 @@ class LanguageService:
         with timer.stage("parse"):
             request = parse_language_request(params, "text")
         with timer.stage("ground"):
-            grounding = self._locked(_ground, request.texts[0], timer=timer)
+            self._locked(_precheck, request.texts[0], request.modality, timer=timer)  # 400 before any session
+        with self.service.held(request, image_path, image_id, monai_session_id, timer) as (entry, _key):
+            with timer.stage("ground_in_context"):
+                grounding = self._locked(_ground, request.texts[0], _volume(entry, request), timer=timer)
         if request.label is None and request.obj_id is None:  # the object is named after the concept
             request = replace(request, label=grounding.concept.name)
 
@@ -79,7 +85,7 @@ class LanguageService:
             stats0 = entry.session.stats()
 
             def run():
-                result = solve(entry.volume, grounding, session, settings)  # "engine"/"auto": uses obj_id itself
+                result = solve(_volume(entry, request), grounding, session, settings)  # "engine"/"auto": obj_id
                 entry.session.set_mask(obj_id, result.mask)  # the text result becomes the object (undoable)
                 return result
 
@@ -111,12 +117,12 @@ class LanguageService:
             settings = SolveSettings(refine=self._refine(request), obj_id=scratch)
             session = self._engine_session(entry) if settings.refine != "hu" else None
             with timer.stage("solve"):
-                report = self._locked(_forgetting(entry, scratch, build_report), entry.volume, masks,
+                report = self._locked(_forgetting(entry, scratch, build_report), _volume(entry, request), masks,
                                       texts=request.texts, session=session, narrator=request.narrator,
                                       settings=settings, timer=timer)
             report_id = uuid.uuid4().hex[:12]
             with timer.stage("write"):
-                write_report(report, entry.volume, self._report_folder(report_id))  # files only: no lock
+                write_report(report, _volume(entry, request), self._report_folder(report_id))  # files only: no lock
                 self._prune()
             info = {
                 "report": report.to_markdown(), "report_json": report.to_dict(), "report_id": report_id,
@@ -149,7 +155,8 @@ class LanguageService:
             settings = SolveSettings(refine=self._refine(request), obj_id=scratch)
             session = self._engine_session(entry) if settings.refine != "hu" else None
             with timer.stage("solve"):
-                ans = self._locked(_forgetting(entry, scratch, answer), entry.volume, request.question, masks,
+                ans = self._locked(_forgetting(entry, scratch, answer), _volume(entry, request), request.question,
+                                   masks,
                                    session=session, settings=settings, timer=timer)
             info = dict(ans.as_dict(), objects_given=sorted(masks), session=self._session_info(entry, key))
         info["latencies"] = latencies(timer, time.perf_counter() - t0)
@@ -196,11 +203,33 @@ class LanguageService:
                 shutil.rmtree(old, ignore_errors=True)
 
 
-def _ground(text: str):
-    """The grounding of `text`; NotUnderstoodError (HTTP 400, nearest concepts named) if none."""
+def _precheck(text: str, modality: str | None):
+    """NotUnderstoodError (HTTP 400, nearest concepts named) when `text` has no content word or
+    a word no concept covers; other refusals need the volume's context (`_ground`)."""
     from medvl.language import ground
 
-    return ground(text).require()
+    g = ground(text, modality=modality)
+    if g.refusal in ("no_content", "uncovered"):
+        g.require()
+    return g
+
+
+def _ground(text: str, volume):
+    """The grounding of `text` on `volume` (its modality and body region); NotUnderstoodError or
+    NotApplicableError (HTTP 400) when refused."""
+    from medvl.language.grounding import ground_for_volume
+
+    return ground_for_volume(text, volume).require()
+
+
+def _volume(entry: SessionEntry, request: LanguageRequest):
+    """The session's volume, with the request's `modality` override when it differs (a shallow
+    copy: same array and geometry, modality_source "user"; the region cache is shared)."""
+    volume = entry.volume
+    if request.modality is None or request.modality == volume.modality:
+        return volume
+    meta = dict(volume.meta, modality_source="user", modality_reason="request parameter 'modality'")
+    return replace(volume, modality=request.modality, meta=meta)
 
 
 def _free_obj_id(entry: SessionEntry) -> int:

@@ -46,6 +46,9 @@ Language tasks (`medvl.server.language`), same session keys (`client_id`, MONAI 
   `refine` "hu" | "engine" | "auto" (default: the server's `text_refine`);
   `result_extension`, `crop`, `output_labels` as above. Answer: the mask file, and in the
   JSON `grounding`, `understood_as`, `solver`, voxels, volume_ml, latencies.
+  `modality` "CT" | "MR" (all three language tasks) overrides the image's modality (DICOM
+  tag, header or inferred); the prompt is grounded among that modality's concepts for the
+  inferred body region. Any other value: 400 naming it.
 - `medvl_report`: `obj_id` and/or `label` (one or a list) - session objects to report on
   (none named: every object of the session); `text` (one or a list) - prompts solved and
   reported too; neither and no objects: the default chest prompts. `narrator`
@@ -74,6 +77,8 @@ CLIENT_ID, RESULT_EXTENSION = "client_id", "result_extension"
 BOXES, AXIS, OBJ_ID, UNDO, MEDVL_SESSION = "boxes", "axis", "obj_id", "undo", "medvl_session"
 CROP, OUTPUT_LABELS, ROI_MODE, PROPAGATE = "crop", "output_labels", "roi_mode", "propagate"
 TEXT, QUESTION, REFINE, NARRATOR = "text", "question", "refine", "narrator"  # language tasks
+MODALITY = "modality"  # language tasks: "CT" | "MR" overrides the image's (medvl.io.MODALITIES)
+MODALITIES = ("CT", "MR")
 REFINE_MODES = ("hu", "engine", "auto")  # medvl.language.solvers.REFINE_MODES, without importing it
 NARRATORS = ("deterministic", "smollm2")
 
@@ -110,8 +115,8 @@ _MONAILABEL = {  # set by MONAI Label itself (infer, batch infer) or sent by its
     "timeout", "logging", "images", "_id", "_image_id", "multi_gpu", "gpus", "max_workers", "max_batch_size"}
 _KNOWN = {FOREGROUND, BACKGROUND, ROI, LABEL, RESET_STATE, CLIENT_ID, RESULT_EXTENSION, BOXES, AXIS, OBJ_ID,
           UNDO, MEDVL_SESSION, CROP, OUTPUT_LABELS, ROI_MODE, PROPAGATE} | _MONAILABEL
-_KNOWN_LANGUAGE = {TEXT, QUESTION, REFINE, NARRATOR, LABEL, OBJ_ID, CLIENT_ID, RESULT_EXTENSION, MEDVL_SESSION,
-                   CROP, OUTPUT_LABELS, AXIS, PROPAGATE} | _MONAILABEL  # axis, propagate: sent by clients, unused
+_KNOWN_LANGUAGE = {TEXT, QUESTION, REFINE, NARRATOR, MODALITY, LABEL, OBJ_ID, CLIENT_ID, RESULT_EXTENSION,
+                   MEDVL_SESSION, CROP, OUTPUT_LABELS, AXIS, PROPAGATE} | _MONAILABEL  # axis, propagate: sent by clients, unused
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,7 @@ class LanguageRequest:
     obj_id: int | None = None  # text: the same by id
     refine: str | None = None  # None -> the server's `text_refine`
     narrator: str = "deterministic"
+    modality: str | None = None  # "CT" / "MR": overrides the image's modality; None: read or inferred
     expect_session: str | None = None
     client_id: str = ""
     result_extension: str = ".nrrd"
@@ -149,6 +155,14 @@ def parse_language_request(params: dict, task: str) -> LanguageRequest:
     narrator = str(params.get(NARRATOR) or "deterministic")
     if narrator not in NARRATORS:
         raise BadRequestError(f"narrator {narrator!r} is not one of {', '.join(NARRATORS)}")
+    modality = params.get(MODALITY)
+    if modality is not None:
+        text = str(modality).strip().upper() if isinstance(modality, str) else None
+        text = "MR" if text == "MRI" else text
+        if text not in MODALITIES:
+            raise BadRequestError(f"modality {modality!r} is not one of {', '.join(MODALITIES)} "
+                                  "(leave it out to read it from the image)")
+        modality = text
     texts = tuple(_strings(params.get(TEXT), TEXT))
     question = params.get(QUESTION) or ""
     label, obj_id, objects = params.get(LABEL), params.get(OBJ_ID), ()
@@ -168,7 +182,7 @@ def parse_language_request(params: dict, task: str) -> LanguageRequest:
         label = obj_id = None
     return LanguageRequest(
         task=task, texts=texts, question=str(question).strip(), objects=objects, label=label or None, obj_id=obj_id,
-        refine=refine, narrator=narrator,
+        refine=refine, narrator=narrator, modality=modality,
         expect_session=str(params[MEDVL_SESSION]) if params.get(MEDVL_SESSION) else None,
         client_id=str(params.get(CLIENT_ID) or ""), result_extension=_extension(params),
         crop=_bool(params.get(CROP, False), CROP), output_labels=_output_labels(params),
