@@ -221,7 +221,7 @@ def zone_of(c: Candidate, z_range: tuple[float, float]) -> str:
 
 
 def _where(c: Candidate, z_range) -> str:
-    return f"{zone_of(c, z_range)} {c.side} lung" if z_range else f"{c.side} lung"
+    return f"{c.side} lung ({zone_of(c, z_range)} zone)" if z_range else f"{c.side} lung"
 
 
 def choose(cands: list[Candidate], side: str | None = None, rank: str | None = None,
