@@ -28,8 +28,10 @@ def test_insertion_is_seeded_sized_and_placed(lung1):
     voxel_ml = float(np.prod(sp)) / 1000
     a = anatomy_for(volume)
     for n in ins:
-        ml = n.mask.sum() * voxel_ml
-        assert ml == pytest.approx(np.pi / 6 * n.diameter_mm ** 3 / 1000, rel=0.25), (n.location, ml)
+        ball_ml = np.pi / 6 * n.diameter_mm ** 3 / 1000
+        assert n.volume_ml == pytest.approx(ball_ml, rel=0.05)  # partial volumes add up to the ball
+        ml = n.mask.sum() * voxel_ml  # the >= 50 % mask: 5 mm slices quantise a 10 mm ball coarsely
+        assert ml == pytest.approx(ball_ml, rel=0.4), (n.location, ml)
         assert not (n.mask & label).any() and 0 < n.mask.sum()
         assert np.median(new.array[n.mask]) > -100  # solid
         k = np.flatnonzero(n.mask.any(axis=(1, 2)))

@@ -38,6 +38,7 @@ class InsertedNodule:
     location: str  # "free", "vessel" or "pleura"
     centre_kji: tuple[float, float, float]  # voxel index (k, j, i) of the centre
     mask: np.ndarray  # bool (k, j, i), voxels at least half inside the ball
+    volume_ml: float  # partial-volume sum (fractions x voxel volume): the ball's volume as inserted
     side: str  # "left" / "right" (patient), the lung it was placed in
 
 
@@ -117,7 +118,8 @@ def insert_nodules(volume: Volume, specs, seed: int = 0, hu: float = 30.0, noise
             mask[box] = sub
         ck = tuple(int(round(c)) for c in centre)
         side = "left" if anatomy.left_lung[ck] else "right"
-        out.append(InsertedNodule(float(diameter), location, centre, mask, side))
+        vol_ml = float(frac.sum()) * float(np.prod(sp)) / 1000.0
+        out.append(InsertedNodule(float(diameter), location, centre, mask, vol_ml, side))
         near, _ = _ball(arr.shape, centre, r + 10.0, sp, sub=(1, 1, 1))
         taken[near] = True  # the box around the ball grown by 10 mm
     new = Volume(np.round(arr).astype(volume.array.dtype), volume.geometry, volume.modality,
