@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from medvl.language.solvers import morph
 from medvl.language.solvers.anatomy import anatomy_for, spacing_kji
 from medvl.volume import Volume
 
@@ -47,13 +48,17 @@ class _Maps:
 
     def __init__(self, anatomy):
         sp = anatomy.spacing
-        hu, lungs = anatomy.hu, anatomy.lungs
+        shape = anatomy.hu.shape
+        # every centre lies in the lungs: the maps are computed on the lungs' box (+ 20 mm)
+        self.box = morph.bbox_slices(anatomy.lungs, tuple(int(np.ceil(20.0 / s)) for s in sp))
+        hu, lungs = anatomy.hu[self.box], anatomy.lungs[self.box]
         self.aerated = lungs & (hu < -500)
         self.d_solid = ndi.distance_transform_edt(self.aerated, sampling=sp)  # to the nearest non-aerated voxel
         self.d_border = ndi.distance_transform_edt(lungs, sampling=sp)  # to the nearest voxel outside the lungs
         self.d_vessel = ndi.distance_transform_edt(~(lungs & (hu > -300)), sampling=sp)
-        self.depth = ndi.distance_transform_edt(anatomy.body, sampling=sp)  # below the skin
+        self.depth = ndi.distance_transform_edt(anatomy.body[self.box], sampling=sp)  # below the skin
         self.spacing = sp
+        self.shape = shape
 
     def places(self, location: str, r: float) -> np.ndarray:
         """Bool (k, j, i): centres allowed for a ball of radius r (mm) of this location type."""
@@ -65,10 +70,12 @@ class _Maps:
             ok = self.aerated & (self.d_border >= 0.5 * r) & (self.d_border <= r) & (self.depth <= r + 40.0)
         else:
             raise ValueError(f"location {location!r}: choose one of {', '.join(LOCATIONS)}")
+        full = np.zeros(self.shape, bool)
+        full[self.box] = ok
         margin = int(np.ceil(r / self.spacing[0])) + 1
-        ok[:margin] = False
-        ok[len(ok) - margin:] = False
-        return ok
+        full[:margin] = False
+        full[len(full) - margin:] = False
+        return full
 
 
 def _ball(shape, centre, r, sp, sub=(5, 3, 3)):
@@ -98,7 +105,8 @@ def insert_nodules(volume: Volume, specs, seed: int = 0, hu: float = 30.0, noise
     maps = _Maps(anatomy)
     taken = np.zeros(arr.shape, bool)
     if avoid is not None and avoid.any():
-        taken |= ndi.distance_transform_edt(~avoid, sampling=sp) <= 20.0
+        box = morph.bbox_slices(avoid, tuple(int(np.ceil(20.0 / s)) + 1 for s in sp))
+        taken[box] = ndi.distance_transform_edt(~avoid[box], sampling=sp) <= 20.0
     out: list[InsertedNodule] = []
     for diameter, location in specs:
         r = diameter / 2.0

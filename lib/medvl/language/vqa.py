@@ -190,15 +190,22 @@ def _narrow(facts: list[ObjectFacts], q) -> tuple[list[ObjectFacts], str]:
 
 
 def _count_candidates(question, volume, g, anatomy, settings) -> Answer:
-    from medvl.language.solvers.nodule import find_candidates
+    from medvl.language.solvers.nodule import find_candidates, lung_z_range, zone_of
 
-    cands = [c for c in find_candidates(anatomy, settings.nodule) if not c.rejected]
-    side = g.qualifiers.side
+    if anatomy is None:
+        return Answer(question, "Lesion candidates are counted on CT only.", False, "count", grounding=g.as_dict())
+    cands = [c for c in find_candidates(anatomy, settings.nodule) if c.passed]  # only lesions count
+    z_range = lung_z_range(anatomy)
+    side, level = g.qualifiers.side, g.qualifiers.level
     if side in ("left", "right"):
         cands = [c for c in cands if c.side == side]
-    where = f" in the {side} lung" if side in ("left", "right") else ""
+    if level in ("upper", "middle", "lower") and z_range:
+        cands = [c for c in cands if zone_of(c, z_range) == level]
+    where = " in the " + " ".join(w for w in (level and f"{level} zone of the", side if side in ("left", "right")
+                                               else None, "lungs" if side not in ("left", "right") else "lung") if w)
     if not cands:
         return Answer(question, f"No lesion candidate found{where}.", True, "count", [], [], g.as_dict())
-    sides = ", ".join(f"{c.side} ({c.radius_mm * 2:.1f} mm ball)" for c in cands)
+    sides = ", ".join(f"{c.side} lung{f' ({zone_of(c, z_range)} zone)' if z_range else ''}, "
+                      f"{c.radius_mm * 2:.1f} mm inscribed ball" for c in cands)
     return Answer(question, f"{len(cands)} lesion candidate{'s' if len(cands) != 1 else ''}{where}: {sides}.",
                   True, "count", [], [c.summary() for c in cands], g.as_dict())

@@ -8,15 +8,30 @@ Pipeline (numpy (k, j, i) masks, mm everywhere):
 3. In each region the largest inscribed ball (radius R from the exact distance transform)
    marks the lesion; an opening with a ball of R/2 detaches what is attached by thinner
    necks (hilum, chest-wall strips), and the part holding the ball is the candidate.
-4. Each candidate is scored as a lesion: R x lung shell fraction x (1 - outside-field shell
-   fraction)^2 x blobness, where blobness = min(1, 2 x ball volume / candidate volume).
-   Dropped: regions touching the first or last slice (cut by the scan), non-blobs, balls
-   under 3 mm or 0.7 slice thicknesses in radius (at 5 mm slices a vessel crossing the
-   plane looks like a small nodule), and scores under `min_score` (so "left lung mass" on
-   a scan without one says so instead of returning the best bad candidate).
-5. The prompt's words narrow the choice: side (left/right), rank (largest/smallest),
-   level (upper/lower). The chosen candidate is grown back by `regrow_mm` within the
-   solid tissue (what the opening shaved off).
+4. Each candidate must pass the checks a radiologist reads a nodule by (`_reject_reason`,
+   first failure named in `Candidate.rejected`):
+   - size: inscribed ball >= 3 mm and >= 0.7 slice thicknesses in radius (7 mm across on
+     5 mm slices: thinner, a vessel crossing the plane looks the same); no upper bound
+     (over `mass_mm` = 30 mm it is a mass, still a lesion);
+   - not cut by the first or last slice;
+   - shape: a blob (volume / inscribed-ball volume <= 8), not elongated (longest / second
+     principal width <= 2.5: a vessel running across slices), not lobulated (fills >= 0.82
+     of its moment ellipsoid: the hilum and vessel confluences fill less);
+   - contrast: mean HU >= 300 HU above the aerated lung around it;
+   - surroundings: >= 40 % of the 4 mm shell is aerated lung (less: it lies against the
+     chest wall or mediastinum over most of its surface);
+   - lesion score R x lung shell x (1 - outside-field shell)^2 x blobness >= `min_score`.
+   Thresholds were measured on the two sample CTs (lung1, lung2; expert labels) and on
+   synthetic balls inserted into their lung fields (`medvl.bench.language_nodules`):
+   the expert lesions fill 0.89 / 0.94 of their ellipsoids, inserted balls 0.89-0.97, the
+   lung1 right hilum that "the largest nodule" used to return 0.76 and the other hilar /
+   vascular regions 0.24-0.81; elongation of the lesions and balls <= 1.5, the vessels
+   rejected by it > 2.8; lung shell 0.44 (lung2's juxtapleural mass) to 1.0 for lesions,
+   0.61-0.73 for balls on the pleura; contrast 490-880 HU for every solid region.
+5. The prompt's words choose among passing candidates only: side (left/right), rank
+   (largest/smallest), level (upper/lower). A qualifier that matches none is not dropped:
+   the answer is "not found" naming where the candidates are. The chosen candidate is
+   grown back by `regrow_mm` within the solid tissue (what the opening shaved off).
 
 `refine_with_session` turns the candidate into a box prompt on its largest slice and lets
 the segmentation engine propagate; see `medvl.language.solvers.solve` for the choice.
