@@ -66,6 +66,7 @@ class NoduleSettings:
     min_lung_shell: float = 0.4  # fraction of the 4 mm shell that is aerated lung: less, it is wall/mediastinum
     shell_mm: float = 4.0
     regrow_mm: float = 2.0  # grow the chosen candidate back within solid tissue
+    max_per_region: int = 3  # candidates searched in one connected solid region (a nodule on a vessel)
     mass_mm: float = 30.0  # long axis above this: a mass, not a nodule (still a lesion)
 
 
@@ -133,20 +134,39 @@ def _find_candidates(anatomy: CTAnatomy, settings: NoduleSettings) -> list[Candi
         region = labels[box] == n
         if region.sum() * anatomy.voxel_ml < 0.05:
             continue
-        cand = _candidate(anatomy, box, region, field_, settings)
-        if cand is None:
-            continue
-        cand.touches_scan_end = box[0].start == 0 and cand.mask[0].any() or \
-            box[0].stop == nk and cand.mask[-1].any()
-        c = centroid_lps(anatomy.volume, cand.mask, [b.start for b in box])
-        cand.centroid_lps = tuple(float(v) for v in c)
-        cand.side = "left" if c[0] > body_x else "right"
-        blob = min(1.0, 2.0 / cand.ratio)
-        cand.score = cand.radius_mm * cand.lung_shell * (1 - cand.outside_shell) ** 2 * blob
-        cand.rejected = _reject_reason(cand, settings, sp[0])
-        out.append(cand)
+        for cand in _candidates_in(anatomy, box, region, field_, settings):
+            _finish(anatomy, cand, box, settings, body_x, nk)
+            out.append(cand)
     out.sort(key=lambda c: (c.rejected != "", -c.score))
     return out
+
+
+def _candidates_in(anatomy, box, region, field_, settings):
+    """Up to `max_per_region` candidates of one region: after each, the region minus the
+    candidate grown by R/2 (its shaved rim) is searched again while a ball of the minimum
+    radius still fits - a nodule touching a vessel or the hilum is its own candidate."""
+    sp = anatomy.spacing
+    min_r = max(settings.min_radius_mm, settings.min_radius_slices * sp[0])
+    for n in range(settings.max_per_region):
+        cand = _candidate(anatomy, box, region, field_, settings)
+        if cand is None:
+            return
+        yield cand
+        region = region & ~morph.dilate_mm(cand.mask, 0.5 * cand.radius_mm + 1.0, sp)
+        if n + 1 == settings.max_per_region or not region.any() or \
+                ndi.distance_transform_edt(region, sampling=sp).max() < min_r:
+            return
+
+
+def _finish(anatomy, cand, box, settings, body_x, nk):
+    """Side, centroid, score and the checks of a candidate found in the sub-box `box`."""
+    cand.touches_scan_end = box[0].start == 0 and cand.mask[0].any() or box[0].stop == nk and cand.mask[-1].any()
+    c = centroid_lps(anatomy.volume, cand.mask, [b.start for b in box])
+    cand.centroid_lps = tuple(float(v) for v in c)
+    cand.side = "left" if c[0] > body_x else "right"
+    blob = min(1.0, 2.0 / cand.ratio)
+    cand.score = cand.radius_mm * cand.lung_shell * (1 - cand.outside_shell) ** 2 * blob
+    cand.rejected = _reject_reason(cand, settings, anatomy.spacing[0])
 
 
 def _candidate(anatomy, box, region, field_, settings) -> Candidate | None:
