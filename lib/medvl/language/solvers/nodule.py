@@ -26,8 +26,12 @@ Pipeline (numpy (k, j, i) masks, mm everywhere):
    the expert lesions fill 0.89 / 0.94 of their ellipsoids, inserted balls 0.89-0.97, the
    lung1 right hilum that "the largest nodule" used to return 0.76 and the other hilar /
    vascular regions 0.24-0.81; elongation of the lesions and balls <= 1.5, the vessels
-   rejected by it > 2.8; lung shell 0.44 (lung2's juxtapleural mass) to 1.0 for lesions,
-   0.61-0.73 for balls on the pleura; contrast 490-880 HU for every solid region.
+   rejected by it >= 2.8; lung shell 0.44 (lung2's juxtapleural mass) to 1.0 for lesions,
+   0.58-0.73 for balls on the pleura; contrast 480-970 HU for every solid region.
+   Result (docs/bench/language_nodules.json): on lung1 and lung2 the expert lesion is the
+   only passing candidate; of 59 inserted balls every one of 10-30 mm is found at every
+   location (free, on a vessel, on the pleura), 8 mm free/on a vessel yes and on the
+   pleura no, <= 6 mm never (the size check); 0 false candidates in the 6 volumes.
 5. The prompt's words choose among passing candidates only: side (left/right), rank
    (largest/smallest), level (upper/lower). A qualifier that matches none is not dropped:
    the answer is "not found" naming where the candidates are. The chosen candidate is
