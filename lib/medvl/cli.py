@@ -109,8 +109,9 @@ def cmd_segment(args) -> int:
         from medvl.language.solvers import SolveSettings
 
         # the text solver gets its own session: its engine runs must not leak into the prompt objects
-        solver_session = VolumeSession(args.engine, **engine_options(args)) if args.refine != "hu" else None
-        mask, text_info = segment_from_text(volume, args.text, solver_session, SolveSettings(refine=args.refine))
+        settings = SolveSettings(refine=args.refine) if args.refine else SolveSettings()  # None: the shared default
+        solver_session = VolumeSession(args.engine, **engine_options(args)) if settings.refine != "hu" else None
+        mask, text_info = segment_from_text(volume, args.text, solver_session, settings)
         first = time.perf_counter()
     for c0, c1 in boxes:
         session.add_box(c0, c1)

@@ -38,19 +38,23 @@ def add_modality_option(parser) -> None:
     """Add `--modality CT|MR` (default: from the image) to a subcommand that reads a volume."""
     parser.add_argument("--modality", type=modality_arg, default=None, metavar="CT|MR", help=MODALITY_HELP)
 
-REFINE_HELP = ("nodule prompts: 'hu' keeps the Hounsfield-unit candidate (seconds, no model), 'engine' refines it "
+
+REFINE_HELP = ("nodule prompts (default: SolveSettings.refine, 'auto', in every entry point): 'hu' keeps the Hounsfield-unit candidate (seconds, no model), 'engine' refines it "
                "by the engine's box propagation, 'auto' keeps the engine's mask where it agrees with the HU mask "
                "(Dice >= 0.8; best on the sample CTs, costs one encoder pass per slice)")
 
 
 def _settings(args):
+    """SolveSettings from the options; an option left out (None) keeps SolveSettings' default,
+    the one default every entry point shares (segment, report, ask, server, Slicer)."""
     from medvl.language.solvers import SolveSettings
 
-    return SolveSettings(refine=getattr(args, "refine", None) or "hu")
+    refine = getattr(args, "refine", None)
+    return SolveSettings(refine=refine) if refine else SolveSettings()
 
 
 def _session(args):
-    if (getattr(args, "refine", "hu") or "hu") == "hu":
+    if _settings(args).refine == "hu":
         return None
     from medvl.session import VolumeSession
 
@@ -83,7 +87,7 @@ def add_text_option(segment_parser) -> None:
     """Add `--text PROMPT`, `--refine` and `--modality` to the `segment` subcommand's parser."""
     segment_parser.add_argument("--text", metavar="PROMPT",
                                 help='free-text target, e.g. "the tumour in the left lung", "lungs", "bone"')
-    segment_parser.add_argument("--refine", default="auto", choices=["hu", "engine", "auto"], help=REFINE_HELP)
+    segment_parser.add_argument("--refine", default=None, choices=["hu", "engine", "auto"], help=REFINE_HELP)
     add_modality_option(segment_parser)
 
 
@@ -128,7 +132,7 @@ def add_language_commands(subparsers) -> None:
     rep.add_argument("--out", required=True, help="output folder")
     rep.add_argument("--narrator", default="deterministic", choices=["deterministic", "smollm2"],
                      help="who phrases the narrative; every number is checked against the facts either way")
-    rep.add_argument("--refine", default="hu", choices=["hu", "engine", "auto"], help=REFINE_HELP)
+    rep.add_argument("--refine", default=None, choices=["hu", "engine", "auto"], help=REFINE_HELP)
     rep.add_argument("--engine", default="litemedsam")
     add_modality_option(rep)
     rep.set_defaults(func=cmd_report)
@@ -137,7 +141,7 @@ def add_language_commands(subparsers) -> None:
     ask.add_argument("image")
     ask.add_argument("question")
     ask.add_argument("--mask", action="append", default=[], help="label file the question is about (repeatable)")
-    ask.add_argument("--refine", default="hu", choices=["hu", "engine", "auto"], help=REFINE_HELP)
+    ask.add_argument("--refine", default=None, choices=["hu", "engine", "auto"], help=REFINE_HELP)
     ask.add_argument("--engine", default="litemedsam")
     ask.add_argument("--facts", action="store_true", help="include the quoted facts in the JSON")
     add_modality_option(ask)

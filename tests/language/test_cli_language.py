@@ -22,7 +22,7 @@ def _parser():
 
 
 def test_report_command(sample_dir, tmp_path, capsys):
-    args = _parser().parse_args(["report", str(sample_dir / "lung1_image.nii.gz"), "--text", "nodule",
+    args = _parser().parse_args(["report", str(sample_dir / "lung1_image.nii.gz"), "--text", "nodule", "--refine", "hu",
                                  "--mask", str(sample_dir / "lung1_label.nii.gz"), "--out", str(tmp_path)])
     assert args.func(args) == 0
     out = json.loads(capsys.readouterr().out)
@@ -46,11 +46,11 @@ def test_ask_command(sample_dir, capsys):
 def test_segment_text_option_and_function(lung1):
     args = _parser().parse_args(["segment", "--text", "the nodule", "--refine", "hu"])
     assert args.text == "the nodule" and args.refine == "hu"
-    assert _parser().parse_args(["segment"]).refine == "auto"
+    assert _parser().parse_args(["segment"]).refine is None  # None -> SolveSettings' default
     volume, label = lung1
     mask, info = segment_from_text(volume, "nodule in the right lung")
     assert mask.shape == volume.array.shape and mask.dtype == bool
-    assert info["concept"] == "nodule" and info["method"] == "hu"
+    assert info["concept"] == "nodule" and info["method"] == "hu"  # no session given: the HU mask
     assert 2 * (mask & label).sum() / (mask.sum() + label.sum()) > 0.6
     with pytest.raises(NotUnderstoodError, match="nearest known concepts"):
         segment_from_text(volume, "segment the spleen")
@@ -84,3 +84,37 @@ def test_report_records_the_user_modality(sample_dir, tmp_path, capsys):
     assert args.modality == "MR" and args.func(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert (out["modality"], out["modality_source"]) == ("MR", "user")
+
+
+def test_one_refine_default_everywhere(sample_dir):
+    """segment, report, ask and the server resolve an unset refine to SolveSettings' default."""
+    from medvl.cli_language import _settings
+    from medvl.language.solvers import SolveSettings
+    from medvl.server.settings import ServerSettings
+
+    img = str(sample_dir / "lung1_image.nii.gz")
+    p = _parser()
+    resolved = {_settings(p.parse_args(argv)) for argv in (
+        ["segment", "--text", "nodule"], ["report", img, "--out", "x"], ["ask", img, "How large is the nodule?"])}
+    assert resolved == {SolveSettings()}
+    assert ServerSettings().text_refine == SolveSettings().refine
+
+
+def test_same_numbers_from_segment_report_and_ask(sample_dir, lung1, tmp_path, capsys):
+    """One nodule, one set of options: the same voxels and volume from every CLI entry point."""
+    from medvl.cli_language import _settings
+
+    volume, _ = lung1
+    img = str(sample_dir / "lung1_image.nii.gz")
+    p = _parser()
+    seg_args = p.parse_args(["segment", "--text", "the largest nodule", "--refine", "hu"])
+    mask, _ = segment_from_text(volume, seg_args.text, None, _settings(seg_args))
+    args = p.parse_args(["report", img, "--text", "the largest nodule", "--refine", "hu", "--out", str(tmp_path)])
+    assert args.func(args) == 0
+    capsys.readouterr()
+    rep = json.loads((tmp_path / "report.json").read_text())["objects"][0]
+    args = p.parse_args(["ask", img, "What is the volume of the largest nodule?", "--refine", "hu", "--facts"])
+    assert args.func(args) == 0
+    ask = json.loads(capsys.readouterr().out)["facts"][0]
+    assert rep["voxels"] == ask["voxels"] == int(mask.sum())
+    assert rep["volume_ml"] == ask["volume_ml"] and rep["long_axis_mm"] == ask["long_axis_mm"]

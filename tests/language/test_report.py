@@ -72,7 +72,7 @@ def test_facts_on_phantom_exact():
     rng = np.random.default_rng(3)
     arr[m] = rng.integers(-50, 80, m.sum())
     vol = Volume(arr, geo, "CT", "phantom")
-    f = object_facts(vol, m, "box", "finding", "mask: box")
+    f = object_facts(vol, m, "box", "lesion", "mask: box")
     assert f.voxels == m.sum() == 3 * 12 * 18
     assert f.volume_ml == pytest.approx(m.sum() * 0.7 * 0.9 * 2.5 / 1000, rel=1e-12)
     assert f.slice_range_k == [3, 5]
@@ -88,7 +88,7 @@ def test_facts_on_phantom_exact():
 
 def test_lung2_label_facts_vs_brute_force(lung2):
     volume, label = lung2
-    f = object_facts(volume, label, "tumour", "finding", "mask: label")
+    f = object_facts(volume, label, "tumour", "lesion", "mask: label")
     sp = volume.geometry.spacing  # (i, j, k)
     assert f.voxels == 24644
     assert f.volume_ml == pytest.approx(24644 * sp[0] * sp[1] * sp[2] / 1000, rel=1e-12)
@@ -118,7 +118,8 @@ def test_full_report_from_text(lung2, tmp_path):
     data = json.loads(paths["json"].read_text())
     assert data["objects"][1]["volume_ml"] == pytest.approx(r.objects[1].voxels * np.prod(volume.geometry.spacing) / 1000)
     md = paths["md"].read_text()
-    assert "| lung nodule or mass | lower zone of the left lung |" in md
+    assert "| lung mass | lower zone of the left lung |" in md  # long axis > 30 mm: a mass
+    assert [o.kind for o in r.objects] == ["lesion", "lesion", "anatomy"]  # the expert mask is the candidate
     from PIL import Image
 
     img = Image.open(paths["png"])
@@ -143,3 +144,59 @@ def test_mr_report_from_mask(brain1, tmp_path):
     assert r.narrative_check["unchecked"] == []
     paths = write_report(r, volume, tmp_path)
     assert paths["png"].stat().st_size > 0
+
+
+def test_anatomy_is_not_a_lesion(lung2):
+    """Tissue from text and a clicked structure are anatomy: no RECIST axes, never "lesion"."""
+    volume, label = lung2
+    from medvl.language.solvers.anatomy import anatomy_for
+
+    left = anatomy_for(volume).left_lung
+    r = build_report(volume, {"clicked": left}, texts=["lungs"], kinds={"clicked": "anatomy"})
+    assert [o.kind for o in r.objects] == ["anatomy", "anatomy"]
+    for o in r.objects:
+        assert o.long_axis_mm is None and o.short_axis_mm is None and o.long_axis_ijk is None
+    assert "lies in" not in r.narrative and " mm" not in r.narrative and "No lesion" in r.narrative
+    assert "nodule" not in r.impression.lower() and "lesion" not in r.objects[0].label
+    # a user mask that is no lesion candidate (here: the left lung, kind not given) is a region
+    r2 = build_report(volume, {"clicked": left})
+    assert r2.objects[0].kind == "unknown" and r2.objects[0].long_axis_mm is None
+    assert r2.objects[0].label == "region clicked"
+
+
+def test_nodule_and_mass_by_long_axis(lung1, lung2):
+    r1 = build_report(lung1[0], {"expert": lung1[1]})
+    r2 = build_report(lung2[0], {"expert": lung2[1]})
+    (o1,), (o2,) = r1.objects, r2.objects
+    assert o1.kind == o2.kind == "lesion"
+    assert o1.long_axis_mm <= 30 and o1.label == "lung nodule"
+    assert o2.long_axis_mm > 30 and o2.label == "lung mass"
+
+
+def _ct_without_lungs():
+    """A seeded abdomen-like phantom: soft tissue, fat rim, one denser organ; no air inside."""
+    rng = np.random.default_rng(5)
+    k, j, i = np.indices((20, 96, 96))
+    body = ((j - 48) / 40.0) ** 2 + ((i - 48) / 44.0) ** 2 <= 1
+    arr = np.where(body, -100, -1000) + rng.normal(0, 10, k.shape)
+    inner = ((j - 48) / 34.0) ** 2 + ((i - 48) / 38.0) ** 2 <= 1
+    arr[inner] = 40 + rng.normal(0, 10, inner.sum())
+    organ = ((k - 10) / 5.0) ** 2 + ((j - 50) / 10.0) ** 2 + ((i - 30) / 9.0) ** 2 <= 1
+    arr[organ] = 70
+    vol = Volume(np.round(arr).astype(np.int16), Geometry(spacing=(1.0, 1.0, 3.0)), "CT", "abdomen")
+    return vol, organ
+
+
+def test_report_on_a_ct_without_lungs(tmp_path):
+    vol, organ = _ct_without_lungs()
+    r = build_report(vol, {"organ": organ})
+    (o,) = r.objects
+    assert o.kind == "unknown" and o.zone == "" and "lung" not in o.location
+    assert o.location in ("left side of the body", "right side of the body", "midline", "both sides")
+    assert o.voxels == organ.sum() and o.long_axis_mm is None
+    assert r.narrative_check["unchecked"] == [] and "lung" not in r.narrative
+    paths = write_report(r, vol, tmp_path)
+    assert paths["png"].stat().st_size > 0
+    # the default chest prompts find nothing here: notes, not a failure
+    r2 = build_report(vol, texts=["lungs", "nodule"])
+    assert r2.objects == [] and len(r2.notes) == 2

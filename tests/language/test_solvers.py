@@ -32,7 +32,7 @@ def test_nodule_from_text(request, case, text, min_dice):
 
 def test_nodule_wrong_side_says_none_found(lung1):
     volume, _ = lung1
-    with pytest.raises(SolverError, match="no lesion candidate on the left side"):
+    with pytest.raises(SolverError, match="no nodule in the left lung: 1 candidate, in the right lung"):
         _solve(volume, "the mass in the left lung")
 
 

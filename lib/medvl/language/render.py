@@ -1,7 +1,7 @@
 """overview.png: one panel per reported object on its key axial slice, mask outlined and the
 RECIST long (red) and short (yellow) axes drawn.
 
-Key slice: the RECIST measurement slice for lesions, the largest cross-section for tissue.
+Key slice: the RECIST measurement slice for lesions, the largest cross-section otherwise.
 Windowing is explicit per modality and object (`medvl.intensity`): CT lung window for lung
 objects and lesions, bone window for bone, soft-tissue window otherwise; MR by the
 volume's percentiles. Panels are `array[k]` (rows j, columns i), shown as stored.
@@ -23,7 +23,7 @@ def window_for(volume, obj_name: str, kind: str) -> tuple[float, float]:
     """(low, high) display bounds for one object's panel."""
     if volume.modality.upper() != "CT":
         return intensity_bounds(volume.array, volume.modality)
-    if obj_name in _LUNG_OBJECTS or kind != "tissue":
+    if obj_name in _LUNG_OBJECTS or kind != "anatomy":
         window = "lung"
     elif obj_name == "bone":
         window = "bone"
@@ -34,19 +34,19 @@ def window_for(volume, obj_name: str, kind: str) -> tuple[float, float]:
 
 def panel(volume, mask: np.ndarray, facts, colour=(0, 200, 255)) -> Image.Image:
     """RGB image of the key slice with the mask outline and (lesions) the two axes.
-    Key slice: the RECIST slice for lesions and findings, the largest cross-section for tissue."""
-    k = facts.axis_slice_k if facts.kind != "tissue" else int(np.argmax(mask.sum(axis=(1, 2))))
+    Key slice: the RECIST slice for lesions, the largest cross-section for anatomy and regions."""
+    k = facts.axis_slice_k if facts.kind == "lesion" else int(np.argmax(mask.sum(axis=(1, 2))))
     grey = (to_unit(volume.array[k], window_for(volume, facts.name, facts.kind)) * 255).astype(np.uint8)
     rgb = np.stack([grey] * 3, axis=-1)
     m = mask[k]
     rgb[m & ~ndi.binary_erosion(m)] = colour
     img = Image.fromarray(rgb)
     draw = ImageDraw.Draw(img)
-    if facts.kind != "tissue":
+    if facts.kind == "lesion":  # only lesions have RECIST axes
         for (a, b), col in ((facts.long_axis_ijk, (255, 40, 40)), (facts.short_axis_ijk, (255, 230, 0))):
             draw.line([(a[0], a[1]), (b[0], b[1])], fill=col, width=2)
     caption = f"{facts.label} | k={k} | {facts.volume_ml:.1f} mL"
-    if facts.kind != "tissue":
+    if facts.kind == "lesion":
         caption += f" | {facts.long_axis_mm:.1f} x {facts.short_axis_mm:.1f} mm"
     draw.rectangle([0, 0, img.width, 14], fill=(0, 0, 0))
     draw.text((3, 2), caption, fill=(255, 255, 255))

@@ -9,7 +9,12 @@
 3. The object is grounded like a text prompt ("the nodule", "the left lung"); without a
    mask for it, the concept is solved from the image. No concept named: the findings
    (masks given, else the nodule solver).
-4. The answer quotes the report facts (`medvl.language.report.ObjectFacts`).
+4. The question's side/level words ("in the right lung", "upper") narrow the objects: a
+   question about the right lung is never answered with a left-lung finding; when none
+   matches, the answer is "No" with where the findings are.
+5. The answer quotes the report facts (`medvl.language.report.ObjectFacts`); user masks
+   are lesions only when they coincide with a passing lesion candidate
+   (`report.mask_kind`), and only lesions get RECIST axes.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ from typing import Mapping
 import numpy as np
 
 from medvl.language.errors import NotUnderstoodError, SolverError
-from medvl.language.grounding import Grounder, default_grounder, normalize
-from medvl.language.report import ObjectFacts, object_facts
+from medvl.language.grounding import Grounder, default_grounder, normalize, volume_context
+from medvl.language.report import ObjectFacts, mask_kind, object_facts
 from medvl.language.solvers import SolveSettings, solve
 from medvl.language.solvers.anatomy import anatomy_for
 from medvl.volume import Volume
@@ -100,7 +105,7 @@ def _sentence(intent: str, o: ObjectFacts) -> str:
     plural = name.endswith("lungs")
     has, is_ = ("have", "are") if plural else ("has", "is")
     if intent == "size":
-        if o.kind == "tissue":
+        if o.kind != "lesion":
             return (f"The {name} spans {' x '.join(_fmt(v) for v in o.bbox_size_mm)} mm (i x j x k) "
                     f"and measures {_fmt(o.volume_ml)} mL.")
         return (f"The {name} measure{'' if plural else 's'} {_fmt(o.long_axis_mm)} x {_fmt(o.short_axis_mm)} mm "
@@ -127,7 +132,8 @@ def answer(volume: Volume, question: str, masks: Mapping[str, np.ndarray] | None
     if intent is None:
         return Answer(question, "This cannot be answered from the image measurements. I can answer about: "
                       f"{CAN_ANSWER}.", False)
-    g = grounder.ground(question)
+    modality, region = volume_context(volume)
+    g = grounder.ground(question, modality=modality, region=region)
     if g.method == "embedding":  # a question's object must be named; "which side?" is about the findings
         g.concept, g.method = None, ""
     concept = g.concept
@@ -138,20 +144,27 @@ def answer(volume: Volume, question: str, masks: Mapping[str, np.ndarray] | None
     masks = {k: np.asarray(v) != 0 for k, v in (masks or {}).items()}
     facts: list[ObjectFacts] = []
     if masks and (concept is None or concept.kind == "lesion"):
-        facts = [object_facts(volume, m, n, "finding", f"mask: {n}", anatomy) for n, m in masks.items() if m.any()]
+        facts = [object_facts(volume, m, n, mask_kind(volume, m, anatomy, settings), f"mask: {n}", anatomy)
+                 for n, m in masks.items() if m.any()]
+        facts, missing = _narrow(facts, g.qualifiers)
+        if missing:
+            return Answer(question, missing, True, intent, [], [], g.as_dict())
     elif concept is not None or volume.modality.upper() == "CT":
         if concept is None:
-            g = grounder.ground("nodule")
+            g = grounder.ground("nodule", modality=modality, region=region)
             concept = g.concept
+            if concept is None:  # a CT that is not of the chest: lung findings do not apply
+                return Answer(question, f"Not answerable here: {g.reason}.", False, intent, grounding=g.as_dict())
         if intent == "count" and concept.kind == "lesion":
             return _count_candidates(question, volume, g, anatomy, settings)
         try:
             res = solve(volume, g, session, settings)
         except SolverError as err:
             if intent == "presence" or concept.kind == "lesion":
-                return Answer(question, f"No {concept.label} found: {err}.", True, intent, [], [], g.as_dict())
+                return Answer(question, f"No: {err}.", True, intent, [], [], g.as_dict())
             return Answer(question, f"Cannot measure the {concept.label}: {err}", False, intent, grounding=g.as_dict())
-        facts = [object_facts(volume, res.mask, concept.name, concept.kind, f"text: {question}", anatomy)]
+        kind = "lesion" if concept.kind == "lesion" else "anatomy"
+        facts = [object_facts(volume, res.mask, concept.name, kind, f"text: {question}", anatomy)]
     if not facts:
         return Answer(question, "There is no object to answer about: give a mask or ask about a known structure.",
                       False, intent, grounding=g.as_dict())
@@ -165,16 +178,37 @@ def answer(volume: Volume, question: str, masks: Mapping[str, np.ndarray] | None
     return Answer(question, text, True, intent, [f.name for f in facts], [asdict(f) for f in facts], g.as_dict())
 
 
-def _count_candidates(question, volume, g, anatomy, settings) -> Answer:
-    from medvl.language.solvers.nodule import find_candidates
+def _narrow(facts: list[ObjectFacts], q) -> tuple[list[ObjectFacts], str]:
+    """The facts on the asked side / in the asked zone, and "" - or [] and why not ("No ...")."""
+    keep = facts
+    if q.side in ("left", "right"):
+        keep = [f for f in keep if f.side == q.side]
+    if q.level in ("upper", "middle", "lower"):
+        keep = [f for f in keep if f.zone == q.level]
+    if keep or not facts:
+        return keep, ""
+    where = "the " + " ".join(w for w in (q.level and f"{q.level} zone of the", q.side, "lung") if w)
+    there = "; ".join(f"{f.label} in the {f.location}" for f in facts)
+    return [], f"No: nothing in {where}; the finding{'s are' if len(facts) > 1 else ' is'} elsewhere ({there})."
 
-    cands = [c for c in find_candidates(anatomy, settings.nodule) if not c.rejected]
-    side = g.qualifiers.side
+
+def _count_candidates(question, volume, g, anatomy, settings) -> Answer:
+    from medvl.language.solvers.nodule import find_candidates, lung_z_range, zone_of
+
+    if anatomy is None:
+        return Answer(question, "Lesion candidates are counted on CT only.", False, "count", grounding=g.as_dict())
+    cands = [c for c in find_candidates(anatomy, settings.nodule) if c.passed]  # only lesions count
+    z_range = lung_z_range(anatomy)
+    side, level = g.qualifiers.side, g.qualifiers.level
     if side in ("left", "right"):
         cands = [c for c in cands if c.side == side]
-    where = f" in the {side} lung" if side in ("left", "right") else ""
+    if level in ("upper", "middle", "lower") and z_range:
+        cands = [c for c in cands if zone_of(c, z_range) == level]
+    where = " in the " + " ".join(w for w in (level and f"{level} zone of the", side if side in ("left", "right")
+                                               else None, "lungs" if side not in ("left", "right") else "lung") if w)
     if not cands:
         return Answer(question, f"No lesion candidate found{where}.", True, "count", [], [], g.as_dict())
-    sides = ", ".join(f"{c.side} ({c.radius_mm * 2:.1f} mm ball)" for c in cands)
+    sides = ", ".join(f"{c.side} lung{f' ({zone_of(c, z_range)} zone)' if z_range else ''}, "
+                      f"{c.radius_mm * 2:.1f} mm inscribed ball" for c in cands)
     return Answer(question, f"{len(cands)} lesion candidate{'s' if len(cands) != 1 else ''}{where}: {sides}.",
                   True, "count", [], [c.summary() for c in cands], g.as_dict())

@@ -11,7 +11,7 @@ app does not know are logged and ignored, because MONAI Label itself passes some
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from medvl.engines import ENGINES, engine_options_from_conf
 from medvl.errors import EngineError, MedVLError
@@ -34,7 +34,7 @@ class ServerSettings:
     session_ttl_s: float = 1800.0  # a session idle this long is dropped
     default_axis: str = "k"  # slicing/propagation axis when a request names none
     threads: int = 0  # torch intra-op threads for the engine; 0 = leave torch's default
-    text_refine: str = "auto"  # language tasks' nodule refinement when a request names none: hu / engine / auto
+    text_refine: str = field(default_factory=lambda: _shared_refine())  # nodule refinement when a request names none: hu / engine / auto; default SolveSettings.refine, shared with the CLI
     report_dir: str = ""  # where medvl_report writes report.json/.md/overview.png; "" = <studies>/.medvl-reports
     reports_kept: int = 64  # newest reports kept in report_dir (older ones deleted)
     max_propagation_s: float = 300.0  # propagation compute one request may use; then it stops, keeping what was done
@@ -108,3 +108,10 @@ def _parse(key: str, raw):
         kind = type(default).__name__
         raise ConfigError(f"--conf {key} {raw!r}: expected {kind}, e.g. --conf {key} {default}") from None
     return text
+
+
+def _shared_refine() -> str:
+    """The one default of the text solvers' `refine` (medvl.language.solvers.SolveSettings)."""
+    from medvl.language.solvers import SolveSettings
+
+    return SolveSettings().refine

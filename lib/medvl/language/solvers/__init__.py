@@ -63,38 +63,6 @@ def _tissue(attr: str) -> Callable:
     return run
 
 
-def _nodule_solver(anatomy: CTAnatomy, grounding: Grounding, session, settings: SolveSettings):
-    t0 = time.perf_counter()
-    cands = _nodule.find_candidates(anatomy, settings.nodule)
-    t_cand = time.perf_counter() - t0
-    q = grounding.qualifiers
-    lungs = anatomy.lungs
-    z_range = None
-    if lungs.any():
-        ks = np.flatnonzero(lungs.any(axis=(1, 2)))
-        zs = [anatomy.volume.geometry.index_to_physical((0, 0, int(k)))[2] for k in (ks[0], ks[-1])]
-        z_range = (min(zs), max(zs))
-    chosen, why = _nodule.choose(cands, q.side, q.rank, q.level, z_range)
-    info = {"candidates": [c.summary() for c in cands[:8]], "seconds_candidates": round(t_cand, 3)}
-    if chosen is None:
-        raise SolverError(f"{why} found in the lung field of {anatomy.volume.name or 'this volume'} "
-                          f"({sum(not c.rejected for c in cands)} candidates in all)")
-    hu_mask = _nodule.regrow(anatomy, chosen, settings.nodule)
-    info.update(chosen=cands.index(chosen), why=why, side=chosen.side, method="hu")
-    if settings.refine == "hu" or session is None:
-        return hu_mask, info
-    t1 = time.perf_counter()
-    eng = refine_with_session(anatomy.volume, session, hu_mask, settings.obj_id, settings.box_margin)
-    info["seconds_engine"] = round(time.perf_counter() - t1, 3)
-    agree = dice(eng, hu_mask)
-    info["engine_hu_dice"] = round(agree, 3)
-    if settings.refine == "engine" or agree >= settings.agree_min:
-        info["method"] = "hu+engine"
-        return eng, info
-    info["method"] = "hu (engine mask disagreed)"
-    return hu_mask, info
-
-
 SOLVERS: dict[str, Callable] = {
     "body": _tissue("body"),
     "lungs": _tissue("lungs"),
@@ -103,7 +71,7 @@ SOLVERS: dict[str, Callable] = {
     "airway": _tissue("airway"),
     "bone": _tissue("bone"),
     "fat": _tissue("fat"),
-    "nodule": _nodule_solver,
+    "nodule": _nodule.solve_nodule,
 }
 
 
