@@ -6,7 +6,7 @@
 
 from medvl.language.atlas.labels import ATLAS_NAME, structures
 from medvl.language.atlas.register import (BrainRegistration, RegistrationSettings, check, clear_cache,
-                                           compute, register)
+                                           compute, is_cached, register)
 
 __all__ = ["ATLAS_NAME", "BrainRegistration", "RegistrationSettings", "check", "clear_cache", "compute",
-           "register", "structures"]
+           "is_cached", "register", "structures"]

@@ -42,12 +42,15 @@ log = logging.getLogger(__name__)
 class RegistrationSettings:
     work_mm: float = 2.0  # isotropic grid both images are resampled to for the metric
     mask_margin_mm: float = 6.0  # template brain mask dilation limiting the metric
+    strip_erode_mm: float = 8.0  # erosion that separates the brain from the scalp (rough skull strip)
     bins: int = 32  # Mattes MI histogram bins
     sampling: float = 0.15  # fraction of voxels sampled by the metric (random, seeded)
     affine_iterations: int = 120  # per resolution
     deformable: bool = True  # False: affine only
-    bspline_mm: float = 30.0  # B-spline control point spacing
-    bspline_iterations: int = 40  # per resolution
+    bspline_mm: float = 40.0  # B-spline control point spacing
+    bspline_work_mm: float = 4.0  # isotropic grid of the deformable stage (one resolution)
+    bspline_sampling: float = 0.1  # metric sampling fraction of the deformable stage
+    bspline_iterations: int = 25
     threads: int = 2  # SimpleITK worker threads
     seed: int = 7  # metric sampling seed: the same image gives the same labels
     # brain check thresholds, chosen on the validation phantom (eta2 >= 0.6), brain1 (0.4x) and
@@ -61,7 +64,6 @@ class RegistrationSettings:
 class BrainRegistration:
     """Atlas labels on one volume's grid, with the transforms and the brain check."""
     labels: np.ndarray  # uint16 (k, j, i): Desikan-Killiany value per voxel of the volume
-    template: np.ndarray  # float32 (k, j, i): template T1 intensity warped onto the volume
     affine: sitk.Transform  # volume (fixed) LPS point -> template LPS point, affine part
     transform: sitk.Transform  # volume LPS point -> template LPS point, affine + B-spline
     quality: dict  # eta2, fov, det, metric values
@@ -137,6 +139,28 @@ def _normalise(image: sitk.Image) -> sitk.Image:
     return sitk.Clamp((image - float(lo)) / float(max(hi - lo, 1e-6)), sitk.sitkFloat32, 0.0, 1.0)
 
 
+def _rough_brain(image: sitk.Image, erode_mm: float) -> sitk.Image:
+    """0/1 rough brain of a normalised head image on an isotropic grid: foreground above half
+    its Otsu level, eroded (cuts the scalp off at the dark skull), largest component, dilated
+    back, holes filled. On a skull-stripped image it keeps the brain."""
+    a = sitk.GetArrayFromImage(image)
+    fg_values = a[a > 0.02]
+    if fg_values.size < 100:
+        return image > -1
+    hist, edges = np.histogram(fg_values, bins=128)
+    p = hist / hist.sum()
+    w = np.cumsum(p)
+    mu = np.cumsum(p * edges[:-1])
+    between = (mu[-1] * w - mu) ** 2 / np.maximum(w * (1 - w), 1e-12)
+    otsu = float(edges[int(np.argmax(between))])
+    fg = image > 0.5 * otsu
+    r = max(1, int(round(erode_mm / image.GetSpacing()[0])))
+    core = sitk.BinaryErode(fg, [r] * 3)
+    cc = sitk.RelabelComponent(sitk.ConnectedComponent(core), sortByObjectSize=True) == 1
+    brain = sitk.BinaryFillhole(sitk.BinaryDilate(cc, [r + 1] * 3)) & fg
+    return sitk.BinaryFillhole(brain)
+
+
 def _method(settings: RegistrationSettings, moving_mask: sitk.Image) -> sitk.ImageRegistrationMethod:
     r = sitk.ImageRegistrationMethod()
     r.SetMetricAsMattesMutualInformation(settings.bins)
@@ -171,17 +195,21 @@ def _affine(fixed, moving, mask, s: RegistrationSettings) -> tuple[sitk.Transfor
 
 
 def _bspline(fixed, moving, mask, affine, s: RegistrationSettings) -> tuple[sitk.Transform, float]:
+    if s.bspline_work_mm != s.work_mm:
+        fixed, moving = _isotropic(fixed, s.bspline_work_mm), _isotropic(moving, s.bspline_work_mm)
+        mask = sitk.Resample(mask, moving, sitk.Transform(), sitk.sitkNearestNeighbor, 0, mask.GetPixelID())
     extent = [n * sp for n, sp in zip(fixed.GetSize(), fixed.GetSpacing())]
     mesh = [max(1, int(round(e / s.bspline_mm))) for e in extent]
     bs = sitk.BSplineTransformInitializer(fixed, mesh, order=3)
     r = _method(s, mask)
+    r.SetMetricSamplingPercentage(s.bspline_sampling, s.seed)
     r.SetMovingInitialTransform(affine)
     r.SetInitialTransform(bs, inPlace=True)
     r.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=s.bspline_iterations,
                            maximumNumberOfCorrections=5, maximumNumberOfFunctionEvaluations=4 * s.bspline_iterations,
                            costFunctionConvergenceFactor=1e7)
-    r.SetShrinkFactorsPerLevel([2, 1])
-    r.SetSmoothingSigmasPerLevel([1, 0])
+    r.SetShrinkFactorsPerLevel([1])
+    r.SetSmoothingSigmasPerLevel([0])
     r.Execute(fixed, moving)
     return sitk.CompositeTransform([affine, bs]), r.GetMetricValue()
 
@@ -206,6 +234,7 @@ def compute(volume: Volume, settings: RegistrationSettings = RegistrationSetting
     image = _grid_image(volume)
     template = _labels.template_image()
     fixed = _normalise(_isotropic(image, settings.work_mm))
+    fixed = sitk.Mask(fixed, _rough_brain(fixed, settings.strip_erode_mm))  # full head -> rough brain
     moving = _normalise(_isotropic(template, settings.work_mm))
     radius = max(1, int(round(settings.mask_margin_mm / settings.work_mm)))
     mask = sitk.BinaryDilate(moving > 0.02, [radius] * 3)
@@ -223,7 +252,6 @@ def compute(volume: Volume, settings: RegistrationSettings = RegistrationSetting
     ref.CopyInformation(image)
     labels = sitk.GetArrayFromImage(sitk.Resample(_labels.label_image(), ref, transform, sitk.sitkNearestNeighbor,
                                                   0, sitk.sitkUInt16))
-    warped = sitk.GetArrayFromImage(sitk.Resample(template, ref, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
     seconds["warp"] = round(time.perf_counter() - t3, 2)
     arr = np.asarray(volume.array, dtype=np.float32)
     det = float(abs(np.linalg.det(np.array(affine.GetMatrix()).reshape(3, 3))))
@@ -234,7 +262,7 @@ def compute(volume: Volume, settings: RegistrationSettings = RegistrationSetting
                "det": round(1.0 / det if det else 0.0, 3), "metric_affine": round(m_aff, 4),
                "metric_deformable": None if m_def is None else round(m_def, 4)}
     seconds["total"] = round(time.perf_counter() - t0, 2)
-    out = BrainRegistration(labels=labels, template=warped, affine=affine, transform=transform,
+    out = BrainRegistration(labels=labels, affine=affine, transform=transform,
                             quality=quality, seconds=seconds, settings=settings)
     out._reference = ref
     log.info("brain registration of %s: %s, %s", volume.name or "volume", quality, seconds)
@@ -276,6 +304,11 @@ def register(volume: Volume, settings: RegistrationSettings = RegistrationSettin
         while len(_CACHE) > CACHE_SIZE:
             _CACHE.popitem(last=False)
     return reg
+
+
+def is_cached(volume: Volume, settings: RegistrationSettings = RegistrationSettings()) -> bool:
+    with _LOCK:
+        return (_volume_key(volume), settings) in _CACHE
 
 
 def clear_cache() -> None:
