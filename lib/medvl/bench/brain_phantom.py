@@ -125,3 +125,24 @@ def healthy_template(noise: float = 0.03, seed: int = 0) -> Volume:
     sd = noise * float(np.percentile(arr[arr > 0], 99))
     arr = np.sqrt((arr + rng.normal(0, sd, arr.shape)) ** 2 + rng.normal(0, sd, arr.shape) ** 2)
     return Volume(arr.astype(np.float32), Geometry.from_sitk(t), modality="MR", name="healthy-template")
+
+
+def insert_lesion(ph: Phantom, radius_mm: float = 10.0, contrast: float = 0.5, seed: int = 0) -> tuple[Volume, np.ndarray]:
+    """A copy of the phantom with a spherical lesion (intensity x (1 + contrast), enhancing rim
+    twice as bright) centred in the deepest point of the left cerebral white matter; returns
+    (volume, bool (k, j, i) truth). Not used to choose any threshold: a held-aside check."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    vol = ph.volume
+    si, sj, sk = vol.geometry.spacing
+    left_wm = ph.labels == _labels.label_table()["Left-Cerebral-White-Matter"]
+    depth = ndi.distance_transform_edt(left_wm, sampling=(sk, sj, si))
+    centre = np.array(np.unravel_index(int(np.argmax(depth)), depth.shape), float)  # (k, j, i)
+    kk, jj, ii = np.meshgrid(*[np.arange(n) for n in vol.array.shape], indexing="ij")
+    r = np.sqrt(((kk - centre[0]) * sk) ** 2 + ((jj - centre[1]) * sj) ** 2 + ((ii - centre[2]) * si) ** 2)
+    truth = r <= radius_mm
+    arr = vol.array.copy()
+    gain = np.where(r > radius_mm - 2.5, 1 + 2 * contrast, 1 + contrast)
+    arr[truth] = arr[truth] * gain[truth] + rng.normal(0, 0.02 * float(arr[truth].mean()), int(truth.sum()))
+    return Volume(arr.astype(np.float32), vol.geometry, modality="MR", name=vol.name + "-lesion"), truth

@@ -7,8 +7,9 @@ Prints JSON: per-structure Dice (both sides) of affine+deformable and affine-onl
 registration on seeded phantoms (`medvl.bench.brain_phantom`: random affine + B-spline
 deformation, sagittal 1 x 1 x 3 mm grid, bias field, Rician noise), their means over thalamus,
 putamen, caudate, hippocampus and amygdala, seconds to the first structure (registration) and
-to a later one (lookup), brain1 lesion Dice against its expert label, and whether the healthy
-template and the refusals answer as they must. Timings depend on the machine's load.
+to a later one (lookup), brain1 lesion Dice against its expert label, a 10 mm lesion inserted
+into phantom 0 (not used for tuning), and whether the healthy template, phantom 0 and the
+refusals answer as they must. Timings depend on the machine's load.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medvl.bench.brain_phantom import PhantomSettings, healthy_template, make_phantom
+from medvl.bench.brain_phantom import PhantomSettings, healthy_template, insert_lesion, make_phantom
 from medvl.language import atlas as _atlas
 from medvl.language.atlas import labels as _labels
 from medvl.language.concepts import Concept
@@ -95,6 +96,19 @@ def lesion_cases(engine: bool = False) -> dict:
         out["brain1_auto"] = {"dice": round(dice(res.mask, label), 3), "method": res.info["method"],
                               "engine_evidence_dice": res.info.get("engine_evidence_dice"),
                               "seconds": round(time.perf_counter() - t0, 2)}
+    ph = make_phantom(0)
+    lesioned, truth = insert_lesion(ph)
+    try:
+        res = solve(lesioned, g, settings=SolveSettings(refine="hu"))
+        out["phantom_inserted_lesion"] = {"found": True, "dice": round(dice(res.mask, truth), 3),
+                                          "truth_ml": round(float(truth.sum() * np.prod(lesioned.geometry.spacing)) / 1000, 2)}
+    except SolverError as e:
+        out["phantom_inserted_lesion"] = {"found": False, "message": str(e)}
+    try:
+        res = solve(ph.volume, g, settings=SolveSettings(refine="hu"))
+        out["phantom_healthy"] = {"not_found": False, "voxels": int(res.mask.sum())}
+    except SolverError as e:
+        out["phantom_healthy"] = {"not_found": True, "message": str(e)}
     healthy = healthy_template()
     try:
         res = solve(healthy, g, settings=SolveSettings(refine="hu"))

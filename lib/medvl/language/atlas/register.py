@@ -101,17 +101,15 @@ class BrainRegistration:
         return self._side
 
     def _lookup_side(self) -> np.ndarray:
-        ref = self._reference
-        x = sitk.Image(_labels.template_image().GetSize(), sitk.sitkUInt8)
-        x.CopyInformation(_labels.template_image())
-        arr = np.zeros(sitk.GetArrayViewFromImage(x).shape, np.uint8)
-        # template physical x of each i column (direction is axis-aligned for the ICBM file)
         t = _labels.template_image()
+        arr = np.zeros(sitk.GetArrayViewFromImage(t).shape, np.uint8)  # (k, j, i) of the template
+        # template physical x of each i column (the ICBM file's direction is axis-aligned)
         xs = np.array([t.TransformIndexToPhysicalPoint((i, 0, 0))[0] for i in range(t.GetSize()[0])])
         arr[:, :, xs > 0] = 1
         img = sitk.GetImageFromArray(arr)
         img.CopyInformation(t)
-        out = sitk.Resample(img, ref, self.transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+        out = sitk.Resample(img, self._reference, _dense(self.transform, self._reference, self.settings),
+                            sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
         return sitk.GetArrayFromImage(out).astype(bool)
 
     _reference: sitk.Image | None = None  # an empty image on the volume's grid
