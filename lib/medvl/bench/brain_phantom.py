@@ -127,7 +127,8 @@ def healthy_template(noise: float = 0.03, seed: int = 0) -> Volume:
     return Volume(arr.astype(np.float32), Geometry.from_sitk(t), modality="MR", name="healthy-template")
 
 
-def insert_lesion(ph: Phantom, radius_mm: float = 10.0, contrast: float = 0.5, seed: int = 0) -> tuple[Volume, np.ndarray]:
+def insert_lesion(ph: Phantom, radius_mm: float = 10.0, contrast: float = 0.5,
+                  seed: int = 0) -> tuple[Volume, np.ndarray]:
     """A copy of the phantom with a spherical lesion (intensity x (1 + contrast), enhancing rim
     twice as bright) centred in the deepest point of the left cerebral white matter; returns
     (volume, bool (k, j, i) truth). Not used to choose any threshold: a held-aside check."""

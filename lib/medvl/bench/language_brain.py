@@ -100,8 +100,9 @@ def lesion_cases(engine: bool = False) -> dict:
     lesioned, truth = insert_lesion(ph)
     try:
         res = solve(lesioned, g, settings=SolveSettings(refine="hu"))
+        truth_ml = float(truth.sum() * np.prod(lesioned.geometry.spacing)) / 1000
         out["phantom_inserted_lesion"] = {"found": True, "dice": round(dice(res.mask, truth), 3),
-                                          "truth_ml": round(float(truth.sum() * np.prod(lesioned.geometry.spacing)) / 1000, 2)}
+                                          "truth_ml": round(truth_ml, 2)}
     except SolverError as e:
         out["phantom_inserted_lesion"] = {"found": False, "message": str(e)}
     try:

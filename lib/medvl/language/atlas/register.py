@@ -176,7 +176,8 @@ def _head_check(rough: sitk.Image, volume: Volume, s: RegistrationSettings) -> d
     if ml > s.max_brain_ml or extent > s.max_extent_mm or ml < s.min_brain_ml:
         raise SolverError(f"{volume.name or 'this volume'} does not look like a head MR (central tissue "
                           f"{ml:.0f} mL, {extent:.0f} mm across; a head gives {s.min_brain_ml:.0f}-"
-                          f"{s.max_brain_ml:.0f} mL within {s.max_extent_mm:.0f} mm): brain atlas structures need a head MR")
+                          f"{s.max_brain_ml:.0f} mL within {s.max_extent_mm:.0f} mm): "
+                          "brain atlas structures need a head MR")
     return {"rough_brain_ml": round(ml, 1), "rough_brain_extent_mm": round(extent, 1)}
 
 
