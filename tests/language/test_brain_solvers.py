@@ -31,3 +31,20 @@ def test_lesion_refused_on_ct(lung2):
     volume, _ = lung2
     with pytest.raises(SolverError, match="is CT"):
         solve(volume, LESION)
+
+
+def test_brain1_lesion_side(brain1):
+    """brain1's lesion lies in the patient's left hemisphere (+x LPS): "left" finds it, "right"
+    must not return it (either "not found" or another region)."""
+    volume, label = brain1
+
+    left = solve(volume, grounding("brain_lesion", "left", solver="mr_lesion", kind="lesion"),
+                 settings=SolveSettings(refine="hu"))
+    assert left.info["side"] == "left" and dice(left.mask, label) >= 0.55
+    try:
+        right = solve(volume, grounding("brain_lesion", "right", solver="mr_lesion", kind="lesion"),
+                      settings=SolveSettings(refine="hu"))
+    except SolverError as e:
+        assert "on the right side" in str(e)
+    else:
+        assert dice(right.mask, label) < 0.1

@@ -115,14 +115,18 @@ def _disk(volume: Volume, mm: float) -> np.ndarray:
     return ((jj / rj) ** 2 + (ii / ri) ** 2 <= 1.0)[None]
 
 
-def evidence(volume: Volume, reg, bs: BrainSettings) -> tuple[np.ndarray, dict]:
-    """Bool (k, j, i) abnormal region (largest, may be empty) and what was measured."""
+def evidence(volume: Volume, reg, bs: BrainSettings, side: str | None = None) -> tuple[np.ndarray, dict]:
+    """Bool (k, j, i) abnormal region (largest, may be empty) and what was measured; `side`
+    "left"/"right" looks only in that hemisphere (registered midline)."""
     arr = np.asarray(volume.array, dtype=np.float32)
     # the registered brain with its sulci and any lesion-shaped gap filled, slice by slice
     brain = np.stack([ndi.binary_fill_holes(ndi.binary_closing(s, _disk(volume, bs.close_mm)[0]))
                       for s in reg.mask("brain")])
     if bs.erode_mm > 0:
         brain = ndi.binary_erosion(brain, _disk(volume, bs.erode_mm))
+    look = brain
+    if side in ("left", "right"):
+        look = brain & (reg.left_side() if side == "left" else ~reg.left_side())
     zt = np.zeros_like(arr)
     for values in _labels.tissue_classes().values():
         cls = np.isin(reg.labels, values) & brain
@@ -134,10 +138,10 @@ def evidence(volume: Volume, reg, bs: BrainSettings) -> tuple[np.ndarray, dict]:
     diff = arr - _mirror(volume, reg)
     za = np.zeros_like(arr)
     za[brain] = _robust_z(diff[brain], diff[brain])
-    ab = brain & (((zt > bs.z_tissue) & (za > bs.z_asym)) | ((zt < -bs.z_tissue) & (za < -bs.z_asym)))
+    ab = look & (((zt > bs.z_tissue) & (za > bs.z_asym)) | ((zt < -bs.z_tissue) & (za < -bs.z_asym)))
     ab = ndi.binary_opening(ab, _disk(volume, bs.open_mm))
     if bs.close_mm > 0:  # join an enhancing rim with its dark centre before counting regions
-        ab = ndi.binary_closing(ab, _disk(volume, bs.close_mm)) & brain
+        ab = ndi.binary_closing(ab, _disk(volume, bs.close_mm)) & look
     lab, n = ndi.label(ab, structure=np.ones((3, 3, 3), bool))
     ml = float(np.prod(volume.geometry.spacing)) / 1000.0
     info = {"abnormal_regions": int(n), "abnormal_ml": round(float(ab.sum()) * ml, 2)}
@@ -149,7 +153,7 @@ def evidence(volume: Volume, reg, bs: BrainSettings) -> tuple[np.ndarray, dict]:
     region = lab == best
     # hysteresis: extend into touching voxels that depart from their tissue class (same sign)
     sign = 1.0 if np.median(zt[region]) > 0 else -1.0
-    weak = brain & (sign * zt > bs.z_grow)
+    weak = look & (sign * zt > bs.z_grow)
     wl, _ = ndi.label(weak | region, structure=np.ones((3, 3, 3), bool))
     region = np.isin(wl, np.unique(wl[region]))
     region = np.stack([ndi.binary_fill_holes(ndi.binary_closing(s, _disk(volume, bs.open_mm)[0])) for s in region])
@@ -163,10 +167,12 @@ def solve_mr_lesion(volume: Volume, grounding, session, settings):
     bs: BrainSettings = getattr(settings, "brain", BrainSettings())
     reg, info = _registered(volume, bs, grounding.concept.label)
     t0 = time.perf_counter()
-    region, found = evidence(volume, reg, bs)
-    info.update(found, seconds_evidence=round(time.perf_counter() - t0, 3), method="mr-evidence")
+    side = grounding.qualifiers.side if grounding.qualifiers.side in ("left", "right") else None
+    region, found = evidence(volume, reg, bs, side)
+    info.update(found, side=side, seconds_evidence=round(time.perf_counter() - t0, 3), method="mr-evidence")
     if found["largest_ml"] < bs.min_ml:
-        raise SolverError(f"no brain lesion found in {_volume_name(volume)}: no region departs from both the "
+        where = f" on the {side} side" if side else ""
+        raise SolverError(f"no brain lesion found{where} in {_volume_name(volume)}: no region departs from both the "
                           f"registered tissue model and its mirror across the midline (largest "
                           f"{found['largest_ml']} mL < {bs.min_ml} mL)")
     if getattr(settings, "refine", "hu") == "hu" or session is None:
