@@ -48,7 +48,7 @@ class RegistrationSettings:
     strip_erode_mm: float = 8.0  # erosion that separates the brain from the scalp (rough skull strip)
     bins: int = 32  # Mattes MI histogram bins
     sampling: float = 0.15  # fraction of voxels sampled by the metric (random, seeded)
-    affine_iterations: int = 120  # per resolution
+    affine_iterations: int = 60  # per resolution (120: same Dice on phantom 0 and brain1, brain1 affine 2x slower)
     deformable: bool = True  # False: affine only
     bspline_mm: float = 40.0  # B-spline control point spacing
     bspline_work_mm: float = 4.0  # isotropic grid of the deformable stage (one resolution)
