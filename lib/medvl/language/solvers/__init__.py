@@ -12,6 +12,11 @@ from text, `python -m medvl.language.bench`): HU alone 0.872 (lung2) / 0.944 (lu
 engine always 0.927 / 0.735 (engine-HU agreement 0.869 / 0.726); auto 0.927 / 0.944.
 Without a session the HU mask is the answer (no model, a few seconds).
 
+Brain MR concepts dispatch to `VOLUME_SOLVERS` (`solvers.brain`): solver "atlas" (structures of
+a registered template, cached per volume) and "mr_lesion" (abnormal region vs the registered
+tissue model and midline mirror). They take `(volume, grounding, session, settings)` and need
+no CT anatomy.
+
 Masks are bool numpy (k, j, i) in the volume's grid.
 """
 
@@ -26,6 +31,7 @@ import numpy as np
 
 from medvl.language.errors import SolverError
 from medvl.language.grounding import Grounding
+from medvl.language.solvers import brain as _brain
 from medvl.language.solvers import nodule as _nodule
 from medvl.language.solvers.anatomy import CTAnatomy, anatomy_for, require_ct
 from medvl.volume import Volume
@@ -42,6 +48,7 @@ class SolveSettings:
     box_margin: int = 3  # voxels added around the candidate's box on its largest slice
     obj_id: int = 1  # session object used for refinement
     nodule: _nodule.NoduleSettings = field(default_factory=_nodule.NoduleSettings)
+    brain: _brain.BrainSettings = field(default_factory=_brain.BrainSettings)  # atlas registration, MR lesion
 
 
 @dataclass
@@ -72,6 +79,13 @@ SOLVERS: dict[str, Callable] = {
     "bone": _tissue("bone"),
     "fat": _tissue("fat"),
     "nodule": _nodule.solve_nodule,
+}
+
+
+# solvers working on the volume itself (no CT anatomy): (volume, grounding, session, settings) -> (mask, info)
+VOLUME_SOLVERS: dict[str, Callable] = {
+    "atlas": _brain.solve_atlas,
+    "mr_lesion": _brain.solve_mr_lesion,
 }
 
 
@@ -109,13 +123,16 @@ def solve(volume: Volume, grounding: Grounding, session=None, settings: SolveSet
     if settings.refine not in REFINE_MODES:
         raise SolverError(f"refine={settings.refine!r}: choose one of {', '.join(REFINE_MODES)}")
     concept = grounding.concept
-    require_ct(volume, concept.label)
     t0 = time.perf_counter()
-    anatomy = anatomy_for(volume)
-    mask, info = SOLVERS[concept.solver](anatomy, grounding, session, settings)
+    if concept.solver in VOLUME_SOLVERS:
+        mask, info = VOLUME_SOLVERS[concept.solver](volume, grounding, session, settings)
+    else:
+        require_ct(volume, concept.label)
+        anatomy = anatomy_for(volume)
+        mask, info = SOLVERS[concept.solver](anatomy, grounding, session, settings)
+        info["seconds_anatomy"] = dict(anatomy.seconds)
     info.update(concept=concept.name, label=concept.label, grounding=grounding.as_dict(),
-                seconds=round(time.perf_counter() - t0, 3), seconds_anatomy=dict(anatomy.seconds),
-                voxels=int(mask.sum()))
+                seconds=round(time.perf_counter() - t0, 3), voxels=int(mask.sum()))
     info["message"] = f"{concept.label}: {info['voxels']} voxels ({info['method']})"
     log.info("solved %r -> %s", grounding.text, info["message"])
     return SolveResult(mask=mask, concept=concept.name, info=info)
