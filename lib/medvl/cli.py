@@ -18,6 +18,7 @@ from medvl.errors import MedVLError
 from medvl.server import add_arguments as add_server_arguments
 from medvl.server import serve as serve_command
 from medvl.bench.interactive import add_arguments as add_interactive_bench_arguments
+from medvl.bench.language import add_arguments as add_language_bench_arguments
 from medvl.server.bench import add_arguments as add_server_bench_arguments
 from medvl.server.bench_load import add_arguments as add_load_bench_arguments
 
@@ -186,6 +187,12 @@ def cmd_bench_interactive(args) -> int:
     return 0
 
 
+def cmd_bench_language(args) -> int:
+    from medvl.bench.language import main as run_language_bench
+
+    return run_language_bench(args)
+
+
 def cmd_bench_server(args) -> int:
     from medvl.server.bench import run as run_server_bench
 
@@ -236,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  "5 simulated correction clicks) on the 40-target development benchmark (prints JSON)")
     add_interactive_bench_arguments(interactive)
     interactive.set_defaults(func=cmd_bench_interactive)
+    language = sub.add_parser("bench-language", help="text grounding goals: refusals on labelled prompts, nodule "
+                              "paraphrases, brain atlas on deformed templates, MR lesion (prints JSON)")
+    add_language_bench_arguments(language)
+    language.set_defaults(func=cmd_bench_language)
 
     serve = sub.add_parser("serve", help="start the MONAI Label server with the medvl app (loopback by default)")
     add_server_arguments(serve)
