@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from medvl.language.errors import SolverError
-from medvl.language.grounding import Grounder
+from medvl.language.grounding import Grounder, ground_for_volume
 from medvl.language.solvers import SolveSettings, dice, solve
 from medvl.language.solvers.anatomy import anatomy_for
 from medvl.language.solvers.nodule import Candidate, choose, find_candidates, regrow, shape_of
@@ -18,7 +18,7 @@ HU = SolveSettings(refine="hu")
 
 
 def _solve(volume, text):
-    return solve(volume, KEYWORDS.ground(text), None, HU)
+    return solve(volume, ground_for_volume(text, volume, KEYWORDS), None, HU)  # in the CT's context
 
 
 @pytest.mark.parametrize("case", ["lung1", "lung2"])

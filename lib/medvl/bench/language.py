@@ -22,7 +22,8 @@ from __future__ import annotations
 import json
 import platform
 import time
-from pathlib import Path
+
+from medvl.bench import emit_json
 
 PARTS = ("grounding", "nodules", "brain")
 
@@ -76,8 +77,6 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     res = run(args.parts, args.seeds)
-    text = json.dumps(res, indent=1, default=str)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    emit_json(res, args.json, indent=1)
     print(json.dumps({"goals": res["goals"], "all_goals_met": res["all_goals_met"]}, indent=1))
     return 0

@@ -15,13 +15,12 @@ refusals answer as they must. Timings depend on the machine's load.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from medvl.bench import emit_json
 from medvl.bench.brain_phantom import PhantomSettings, healthy_template, insert_lesion, make_phantom
 from medvl.language import atlas as _atlas
 from medvl.language.atlas import labels as _labels
@@ -159,10 +158,7 @@ def main(argv=None) -> int:
     ap.add_argument("--engine", action="store_true", help="also refine the brain1 lesion with LiteMedSAM")
     a = ap.parse_args(argv)
     res = run(tuple(a.seeds), a.engine)
-    text = json.dumps(res, indent=1, default=str)
-    if a.json:
-        Path(a.json).write_text(text)
-    sys.stdout.write(text + "\n")
+    print(emit_json(res, a.json, indent=1))
     return 0
 
 

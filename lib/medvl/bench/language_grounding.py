@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medvl.bench import emit_json
+
 DATA = Path(__file__).parent / "data"
 FILES = {"tune": DATA / "grounding_prompts.json", "heldout": DATA / "grounding_prompts_heldout.json"}
 
@@ -126,10 +128,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tune", action="store_true", help="print the grid search on the tune split instead")
     args = ap.parse_args(argv)
     result = tune() if args.tune else run()
-    text = json.dumps(result, indent=2)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    print(text)
+    print(emit_json(result, args.json))
     return 0
 
 

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medvl.bench import emit_json
+
 SIZES_MM = (2, 3, 4, 6, 8, 10, 15, 20, 25, 30)
 BINS = ((2, 5), (6, 9), (10, 19), (20, 30))  # diameter bins (mm, inclusive) of the detection table
 PARAPHRASES = ("nodule", "the largest nodule", "the tumour in the {side} lung", "lung mass", "segment the lesion",
@@ -153,10 +155,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="also write the JSON here")
     args = ap.parse_args(argv)
     out = run(args.data, args.refine, not args.no_synthetic)
-    text = json.dumps(out, indent=2)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    print(text)
+    print(emit_json(out, args.json))
     return 0
 
 

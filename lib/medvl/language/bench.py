@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medvl.bench import emit_json
+
 DEFAULT_PROMPTS = {"lung1": ["nodule", "segment the tumour in the right lung"],
                    "lung2": ["nodule", "segment the tumour in the left lung"]}
 
@@ -94,10 +96,7 @@ def main(argv=None) -> int:
     if not args.no_report:
         out["report"] = report_timing(data)
     out["text_to_mask"] = text_dice(data, args.case, tuple(args.refine), args.engine)
-    text = json.dumps(out, indent=2)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    print(text)
+    print(emit_json(out, args.json))
     return 0
 
 

@@ -94,6 +94,22 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * int((a & b).sum()) / s if s else 1.0
 
 
+def refine_if_agrees(volume: Volume, session, evidence: np.ndarray, settings: "SolveSettings", method: str,
+                     agreement_key: str) -> tuple[np.ndarray, dict]:
+    """The engine's mask from a box around `evidence` (bool (k, j, i)) when it agrees with it
+    (Dice >= `settings.agree_min`, or always with refine="engine"), else the evidence itself:
+    the engine may move the boundary, not change the object. Returns (mask, info) with the
+    engine's seconds, the agreement under `agreement_key` and the method ("<method>+engine" or
+    "<method> (engine mask disagreed)")."""
+    t1 = time.perf_counter()
+    eng = refine_with_session(volume, session, evidence, settings.obj_id, settings.box_margin)
+    agree = dice(eng, evidence)
+    info = {"seconds_engine": round(time.perf_counter() - t1, 3), agreement_key: round(agree, 3)}
+    if settings.refine == "engine" or agree >= settings.agree_min:
+        return eng, {**info, "method": f"{method}+engine"}
+    return evidence, {**info, "method": f"{method} (engine mask disagreed)"}
+
+
 def refine_with_session(volume: Volume, session, seed_mask: np.ndarray, obj_id: int = 1, margin: int = 3) -> np.ndarray:
     """Box prompt (ITK (i, j, k) corners) around `seed_mask` on its largest axial slice, then
     the engine's propagation; returns the session's bool (k, j, i) mask of `obj_id`."""

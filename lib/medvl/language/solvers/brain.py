@@ -177,15 +177,8 @@ def solve_mr_lesion(volume: Volume, grounding, session, settings):
                           f"{found['largest_ml']} mL < {bs.min_ml} mL)")
     if getattr(settings, "refine", "hu") == "hu" or session is None:
         return region, info
-    from medvl.language.solvers import dice, refine_with_session
+    from medvl.language.solvers import refine_if_agrees
 
-    t1 = time.perf_counter()
-    eng = refine_with_session(volume, session, region, settings.obj_id, settings.box_margin)
-    info["seconds_engine"] = round(time.perf_counter() - t1, 3)
-    agree = dice(eng, region)
-    info["engine_evidence_dice"] = round(agree, 3)
-    if settings.refine == "engine" or agree >= settings.agree_min:
-        info["method"] = "mr-evidence+engine"
-        return eng, info
-    info["method"] = "mr-evidence (engine mask disagreed)"
-    return region, info
+    mask, more = refine_if_agrees(volume, session, region, settings, "mr-evidence", "engine_evidence_dice")
+    info.update(more)
+    return mask, info

@@ -307,7 +307,7 @@ def solve_nodule(anatomy: CTAnatomy, grounding, session, settings):
     (`settings.refine`, see `medvl.language.solvers`). Raises SolverError naming what was
     found instead when nothing passes or a qualifier matches none."""
     from medvl.language.errors import SolverError
-    from medvl.language.solvers import dice, refine_with_session
+    from medvl.language.solvers import refine_if_agrees
 
     t0 = time.perf_counter()
     cands = find_candidates(anatomy, settings.nodule)
@@ -324,16 +324,9 @@ def solve_nodule(anatomy: CTAnatomy, grounding, session, settings):
     info.update(chosen=passing.index(chosen), why=why, side=chosen.side, method="hu")
     if settings.refine == "hu" or session is None:
         return hu_mask, info
-    t1 = time.perf_counter()
-    eng = refine_with_session(anatomy.volume, session, hu_mask, settings.obj_id, settings.box_margin)
-    info["seconds_engine"] = round(time.perf_counter() - t1, 3)
-    agree = dice(eng, hu_mask)
-    info["engine_hu_dice"] = round(agree, 3)
-    if settings.refine == "engine" or agree >= settings.agree_min:
-        info["method"] = "hu+engine"
-        return eng, info
-    info["method"] = "hu (engine mask disagreed)"
-    return hu_mask, info
+    mask, more = refine_if_agrees(anatomy.volume, session, hu_mask, settings, "hu", "engine_hu_dice")
+    info.update(more)
+    return mask, info
 
 
 def regrow(anatomy: CTAnatomy, cand: Candidate, settings: NoduleSettings = NoduleSettings()) -> np.ndarray:
