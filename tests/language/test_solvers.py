@@ -112,3 +112,25 @@ def test_synthetic_ct_nodule():
     vol = Volume(np.round(arr).astype(np.int16), Geometry(spacing=(1.5, 1.5, 3.0)), "CT", "phantom")
     res = solve(vol, KEYWORDS.ground("nodule in the right lung"))
     assert dice(res.mask, nod) > 0.8 and res.info["side"] == "right"
+
+
+def test_refinement_on_a_modality_override_keeps_the_session():
+    """A copy of the session's image that only overrides the modality (the server's `modality`
+    param) is the same image: refining a text object must not restart the session and drop
+    the user's other objects."""
+    from dataclasses import replace
+
+    from medvl.language.solvers import refine_with_session
+    from medvl.session import VolumeSession
+    from tests.conftest import make_synthetic_volume
+
+    volume = make_synthetic_volume(shape_kji=(8, 32, 32), radius=6.0)
+    session = VolumeSession("litemedsam")
+    session.set_volume(volume)
+    session.add_box((8, 8, 4), (24, 24, 4), obj_id=2)  # the user's object
+    copy = replace(volume, modality="MR", meta=dict(volume.meta, modality_source="user"))
+    mask = refine_with_session(copy, session, volume.meta["truth"], obj_id=1)
+    assert mask.any() and set(session.objects) == {1, 2}
+    other = make_synthetic_volume(shape_kji=(8, 32, 32), radius=6.0, seed=1)  # another image: starts over
+    refine_with_session(other, session, other.meta["truth"], obj_id=1)
+    assert session.volume is other and set(session.objects) == {1}

@@ -113,8 +113,10 @@ def refine_if_agrees(volume: Volume, session, evidence: np.ndarray, settings: "S
 def refine_with_session(volume: Volume, session, seed_mask: np.ndarray, obj_id: int = 1, margin: int = 3) -> np.ndarray:
     """Box prompt (ITK (i, j, k) corners) around `seed_mask` on its largest axial slice, then
     the engine's propagation; returns the session's bool (k, j, i) mask of `obj_id`."""
-    if session.volume is not volume:
-        session.set_volume(volume)
+    same_image = session.volume is not None and session.volume.array is volume.array and \
+        session.volume.geometry == volume.geometry  # e.g. a copy that only overrides the modality
+    if not same_image:
+        session.set_volume(volume)  # another image: the session starts over on it
     elif obj_id in session.objects:
         session.reset(obj_id)
     areas = seed_mask.sum(axis=(1, 2))
