@@ -27,6 +27,7 @@ from medvl.language.atlas import labels as _labels
 from medvl.language.concepts import Concept
 from medvl.language.errors import SolverError
 from medvl.language.grounding import Grounding, Qualifiers
+from medvl.language.solvers import dice
 
 SCORED = ("thalamus", "putamen", "caudate", "hippocampus", "amygdala")
 SAMPLE_DIR = Path(__file__).resolve().parents[3] / "sample_data"
@@ -41,11 +42,6 @@ def concept(name: str, solver: str = "atlas", kind: str = "tissue") -> Concept:
 def grounding(name: str, side: str | None = None, solver: str = "atlas", kind: str = "tissue") -> Grounding:
     return Grounding(text=f"{side or ''} {name}".strip(), concept=concept(name, solver, kind),
                      qualifiers=Qualifiers(side=side), method="keyword", score=1.0)
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = int(a.sum()) + int(b.sum())
-    return 2.0 * int((a & b).sum()) / s if s else 1.0
 
 
 def score_phantom(seed: int, deformable: bool, phantom_settings: PhantomSettings = PhantomSettings()) -> dict:
