@@ -1,4 +1,4 @@
-"""`medvl` command line: segment, bench, run (demo), serve.
+"""`medvl` command line: segment, annotate (batch), report, ask, bench, run (demo), serve.
 
 Coordinates are voxel indices in ITK order (i, j, k) of IMAGE as SimpleITK reads it.
 Every user error is one line on stderr and a non-zero exit code, never a traceback.
@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from medvl.cli_batch import add_annotate_command
 from medvl.cli_language import add_language_commands, add_text_option
 from medvl.errors import MedVLError
 from medvl.server import add_arguments as add_server_arguments
@@ -261,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_load_bench_arguments(load_bench)
     load_bench.set_defaults(func=cmd_bench_load)
     add_language_commands(sub)
+    add_annotate_command(sub)
     return parser
 
 
