@@ -22,7 +22,7 @@ import os
 import re
 from pathlib import Path
 
-from medvl.batch.jobs import BatchInputError, ObjectPrompt, VolumeJob, parse_objects
+from medvl.batch.jobs import BatchInputError, ObjectPrompt, VolumeJob, parse_objects, parse_space
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 _CASE_ID = re.compile(r"[^A-Za-z0-9._-]+")
@@ -110,7 +110,7 @@ def _row_objects(row: dict, where: str) -> tuple[ObjectPrompt, ...]:
         except json.JSONDecodeError as err:
             raise BatchInputError(f"{where}: objects is not JSON ({err.msg})") from None
     specs = list(specs or [])
-    space = row.get("space") or "voxel"
+    space = parse_space(row.get("space"), where)
     texts = row.get("text") or []
     specs += [{"text": t} for t in (texts if isinstance(texts, list) else _split(texts))]
     boxes = row.get("box") or []
@@ -148,10 +148,11 @@ def read_manifest(path: Path) -> list[VolumeJob]:
         image = Path(str(row["image"]).strip())
         paths.append(image if image.is_absolute() else path.parent / image)
         jobs.append((row, where))
-    ids = case_ids(paths, path.parent)
+    given_ids = [str(row.get("case_id") or "").strip() for row, _ in jobs]
+    auto = iter(case_ids([p for p, g in zip(paths, given_ids) if not g], path.parent))
+    ids = [g or next(auto) for g in given_ids]
     out = []
-    for (row, where), p, cid in zip(jobs, paths, ids):
-        given = str(row.get("case_id") or "").strip()
+    for (row, where), p, cid, given in zip(jobs, paths, ids, given_ids):
         if given and (given != _CASE_ID.sub("_", given) or given.startswith(".")):
             raise BatchInputError(f"{where}: case_id {given!r} may hold only letters, digits, '.', '_', '-' "
                                   "and may not start with '.'")

@@ -51,14 +51,15 @@ class VolumeJob:
 
 
 def _numbers(value, count: int, what: str, where: str) -> tuple[float, ...]:
+    given = value
     if isinstance(value, str):
         value = [v for v in value.replace(";", ",").split(",") if v.strip()]
     try:
         out = tuple(float(v) for v in value)
     except (TypeError, ValueError):
-        raise BatchInputError(f"{where}: {what} {value!r} must be {count} numbers") from None
+        raise BatchInputError(f"{where}: {what} {given!r} must be {count} numbers") from None
     if len(out) != count:
-        raise BatchInputError(f"{where}: {what} {value!r} must be {count} numbers, got {len(out)}")
+        raise BatchInputError(f"{where}: {what} {given!r} must be {count} numbers, got {len(out)}")
     return out
 
 
@@ -74,6 +75,14 @@ def parse_point(value, where: str) -> tuple[float, float, float, bool]:
     return (*xyz, kind == "fg")
 
 
+def parse_space(value, where: str) -> str:
+    """"voxel" (default), "LPS" or "RAS", any case."""
+    space = {"voxel": "voxel", "lps": "LPS", "ras": "RAS"}.get(str(value or "voxel").strip().lower())
+    if space is None:
+        raise BatchInputError(f"{where}: space {value!r} must be one of {', '.join(SPACES)}")
+    return space
+
+
 def parse_object(spec: dict, where: str, index: int) -> ObjectPrompt:
     """One object from its spec dict; BatchInputError names `where` and the bad field."""
     if not isinstance(spec, dict):
@@ -82,10 +91,7 @@ def parse_object(spec: dict, where: str, index: int) -> ObjectPrompt:
     if unknown:
         raise BatchInputError(f"{where}: object {index + 1} has unknown field(s) {', '.join(sorted(unknown))}; "
                               "use name, text, box, points, space")
-    space = str(spec.get("space") or "voxel")
-    space = {"voxel": "voxel", "lps": "LPS", "ras": "RAS"}.get(space.lower())
-    if space is None:
-        raise BatchInputError(f"{where}: space {spec.get('space')!r} must be one of {', '.join(SPACES)}")
+    space = parse_space(spec.get("space"), where)
     text = spec.get("text")
     if text is not None and (not isinstance(text, str) or not text.strip()):
         raise BatchInputError(f"{where}: text {text!r} must be a non-empty string")
