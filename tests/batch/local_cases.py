@@ -33,15 +33,15 @@ def crop(volume: Volume, k0, k1, j0, j1, i0, i1) -> Volume:
 
 
 def make_cases(folder: Path, offsets=((0, 0), (8, -6), (-6, 10))) -> list[Case]:
-    """One crop per (dj, di) offset of a 12 x 112 x 128 window around lung2's nodule."""
+    """One crop per (dj, di) offset of an 8 x 112 x 128 window around lung2's nodule."""
     image = read_volume(SAMPLE / "lung2_image.nii.gz")
     label = read_mask(SAMPLE / "lung2_label.nii.gz").array > 0
     folder.mkdir(parents=True, exist_ok=True)
     cases = []
     for n, (dj, di) in enumerate(offsets):
-        window = (14, 26, 310 + dj, 422 + dj, 300 + di, 428 + di)
+        window = (16, 24, 310 + dj, 422 + dj, 300 + di, 428 + di)
         vol, lab = crop(image, *window), crop(Volume(label.astype(np.uint8), image.geometry, "OT"), *window)
-        path, lpath = folder / f"crop{n}.nii.gz", folder / "labels" / f"crop{n}_label.nii.gz"
+        path, lpath = folder / f"crop{n}.nii.gz", folder.parent / f"{folder.name}_labels" / f"crop{n}_label.nii.gz"
         write_volume(path, vol)
         write_mask(lpath, lab.array, like=vol)
         k = int(np.argmax(lab.array.sum(axis=(1, 2))))
