@@ -80,7 +80,7 @@ class MedVLApp(MONAILabelApp):
         )
 
     def init_batch_infer(self):
-        return PerImageBatchInferTask()
+        return PerImageBatchInferTask(self)
 
     def init_infers(self):
         return {name: factory(self) for name, factory in TASKS.items()}

@@ -1,5 +1,5 @@
 """Small distinct CT volumes for the local batch tests: crops of the sample lung2 scan around its
-expert-labelled nodule (12 slices, so one box propagates in a few seconds), and the box of that
+expert-labelled nodule (8 slices, so one box propagates in a few seconds), and the box of that
 nodule on its largest slice in voxel and LPS coordinates of each crop."""
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ One client session on lung2 holds the text result that the report and the questi
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -128,6 +129,17 @@ def test_batch_infer_runs_the_text_task_over_the_studies(client, server):
     saved = client.get("/datastore/label", label="lung2_image", tag="medvl_text")
     assert saved.status_code == 200 and saved.content
     assert server.alive()
+    # the same runner as `medvl annotate`: per-image folders, a summary, and a repeat resumes
+    out = server.studies / ".medvl-batch" / "medvl_text-medvl_text"
+    first = json.loads((out / "lung2_image" / "status.json").read_text())
+    assert first["status"] == "ok" and (out / "summary.csv").exists()
+    again = client.api.http.post(f"{server.url}/batch/infer/medvl_text", params={"run_sync": "true"}, json=params,
+                                 timeout=600)
+    assert again.status_code == 200 and again.json()["lung2_image"]["label"] == "lung2_image"
+    assert json.loads((out / "lung2_image" / "status.json").read_text())["attempt"] == first["attempt"]
+    bad = client.api.http.post(f"{server.url}/batch/infer/medvl_text", params={"run_sync": "true"},
+                               json={"text": "nodule", "refine": "magic"}, timeout=60)
+    assert bad.status_code == 400 and "refine 'magic' must be hu, engine or auto" in bad.text
 
 
 def test_interactive_reset_clears_a_text_result(client):

@@ -15,6 +15,7 @@ report layer, each on the object's own mask.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -74,9 +75,13 @@ def _versions(engine) -> dict:
 class Annotator:
     """A warm engine plus the batch settings; `run(job, out_dir)` annotates one volume."""
 
-    def __init__(self, settings: BatchSettings):
+    def __init__(self, settings: BatchSettings, engine=None, wrap_session=None, language_lock=None):
+        """`engine`, `wrap_session` and `language_lock` let a server share its warm engine: sessions are
+        wrapped (e.g. engine steps under its compute lock) and text/report work runs under its language lock."""
         self.settings = settings
-        self._engine = None
+        self._engine = engine
+        self._wrap = wrap_session or (lambda session: session)
+        self._language_lock = language_lock or contextlib.nullcontext()
 
     @property
     def engine(self):
@@ -170,8 +175,9 @@ class Annotator:
         t3 = time.perf_counter()
         report = None
         if masks or s.report:
-            report = build_report(volume, masks, session=self._solver_session() if not masks else None,
-                                  narrator=s.narrator, settings=self.solve_settings(), kinds=kinds)
+            with self._language_lock:
+                report = build_report(volume, masks, session=self._solver_session() if not masks else None,
+                                      narrator=s.narrator, settings=self.solve_settings(), kinds=kinds)
             if not objects:  # the report's own objects (e.g. lungs and nodule on a CT) become the labels
                 for label, o in enumerate(report.objects, start=1):
                     masks[o.name] = report.masks[o.name]
@@ -214,21 +220,22 @@ class Annotator:
         """A session of the warm engine for the text solvers' refinement (None when they refine by HU only)."""
         from medvl.session import VolumeSession
 
-        return VolumeSession(self.engine) if self.solve_settings().refine != "hu" else None
+        return self._wrap(VolumeSession(self.engine)) if self.solve_settings().refine != "hu" else None
 
     def _object(self, volume, obj: ObjectPrompt):
         """-> (bool (k, j, i) mask, kind or None, method info)."""
         if obj.text:
             from medvl.language.grounding import ground_for_volume
             from medvl.language.solvers import solve
-            g = ground_for_volume(obj.text, volume).require()
-            res = solve(volume, g, self._solver_session(), self.solve_settings())
+            with self._language_lock:
+                g = ground_for_volume(obj.text, volume).require()
+                res = solve(volume, g, self._solver_session(), self.solve_settings())
             kind = "lesion" if g.concept.kind == "lesion" else "anatomy"
             return res.mask, kind, {"concept": res.concept, "method": res.info.get("method")}
         from medvl.session import VolumeSession
 
         box, points = to_voxel(obj, volume.geometry)
-        session = VolumeSession(self.engine)
+        session = self._wrap(VolumeSession(self.engine))
         session.set_volume(volume)
         if box:
             session.add_box(*box)
