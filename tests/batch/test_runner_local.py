@@ -38,7 +38,8 @@ def batch(tmp_path_factory):
             {"image": "in/crop2.nii.gz", "objects": [{"name": "nodule box", "box": ras, "space": "RAS"}]},
             {"image": "in/crop0.nii.gz", "case_id": "thalamus_on_ct", "text": "left thalamus"},
             {"image": "in/corrupt.nii.gz", "box": cases[0].box_voxel},
-            {"image": "in/flat.nii.gz", "box": cases[0].box_voxel}]
+            {"image": "in/flat.nii.gz", "box": cases[0].box_voxel},
+            {"image": "in/missing.nii.gz", "text": "lungs"}]
     manifest = root / "manifest.json"
     manifest.write_text(json.dumps(rows))
     settings = BatchSettings(refine="hu")
@@ -50,10 +51,11 @@ def test_each_volume_ends_with_its_status_and_the_batch_goes_on(batch):
     root, cases, _, _, result = batch
     out = root / "out"
     states = {c: read_status(out / c)["status"] for c in ("crop0", "crop1", "crop2", "thalamus_on_ct", "corrupt",
-                                                          "flat")}
+                                                          "flat", "missing")}
     assert states == {"crop0": "ok", "crop1": "ok", "crop2": "ok", "thalamus_on_ct": "refused",
-                      "corrupt": "failed", "flat": "failed"}
-    assert (result.ran, result.counts) == (6, {"ok": 3, "refused": 1, "failed": 2})
+                      "corrupt": "failed", "flat": "failed", "missing": "failed"}
+    assert (result.ran, result.counts) == (7, {"ok": 3, "refused": 1, "failed": 3})
+    assert "missing.nii.gz does not exist" in read_status(out / "missing")["reason"]
     assert "corrupt.nii.gz" in read_status(out / "corrupt")["reason"]
     assert "2D" in read_status(out / "flat")["reason"] or "3D" in read_status(out / "flat")["reason"]
     assert "not applicable" in read_status(out / "thalamus_on_ct")["reason"]
@@ -78,7 +80,7 @@ def test_summary_has_one_row_per_volume_and_object_in_csv_and_parquet(batch):
     csv = pd.read_csv(root / "out" / "summary.csv")
     parquet = pd.read_parquet(root / "out" / "summary.parquet")
     assert list(csv["case_id"]) == list(parquet["case_id"]) == ["crop0", "crop1", "crop2", "thalamus_on_ct",
-                                                                "corrupt", "flat"]
+                                                                "corrupt", "flat", "missing"]
     assert list(parquet["object_status"][:4]) == ["ok", "ok", "ok", "refused"]
     assert np.allclose(csv["volume_ml"][:3], parquet["volume_ml"][:3])
     truth_ml = (read_mask(cases[0].label).array > 0).sum() * np.prod(read_volume(cases[0].path).geometry.spacing) / 1e3
@@ -89,7 +91,7 @@ def test_resume_skips_what_is_done_and_redoes_what_changed(batch):
     root, cases, manifest, settings, _ = batch
     jobs = discover(str(manifest))
     again = run_batch(jobs, root / "out", settings, progress="quiet")
-    assert (again.skipped, again.ran, again.counts["failed"]) == (4, 2, 2)  # failed volumes are tried again
+    assert (again.skipped, again.ran, again.counts["failed"]) == (4, 3, 3)  # failed volumes are tried again
     # a changed input (bytes) and a changed prompt are redone, the rest skipped
     image = read_volume(cases[1].path)
     image.array[0, 0, 0] += 1
@@ -99,7 +101,7 @@ def test_resume_skips_what_is_done_and_redoes_what_changed(batch):
     manifest.write_text(json.dumps(rows))
     before = read_status(root / "out" / "crop0")["attempt"]
     third = run_batch(discover(str(manifest)), root / "out", settings, progress="quiet")
-    assert (third.skipped, third.ran) == (2, 4)
+    assert (third.skipped, third.ran) == (2, 5)
     assert read_status(root / "out" / "crop0")["attempt"] == before
     assert read_status(root / "out" / "crop1")["status"] == "ok"
     assert "right thalamus" in read_status(root / "out" / "thalamus_on_ct")["reason"]

@@ -102,7 +102,10 @@ class Annotator:
         """Annotate `job` into `out_dir/<case_id>/` (atomically) and return its status dict."""
         out_dir = Path(out_dir)
         t0 = time.perf_counter()
-        fingerprint = fingerprint or input_fingerprint(job.source)
+        try:
+            fingerprint = fingerprint or input_fingerprint(job.source)
+        except OSError:  # missing or unreadable: read_volume below names the problem
+            fingerprint = {"files": [], "sha256": None}
         h = job_hash(fingerprint["sha256"], job.to_dict(), self.settings.to_dict())
         final = out_dir / job.case_id
         done = read_status(final)
