@@ -26,7 +26,7 @@ run: $(STAMP)
 	$(VENV)/bin/medvl serve
 
 test: $(STAMP)
-	$(VPY) -m pytest -q tests
+	$(VPY) -m pytest -q --durations=30 tests
 
 bench: $(STAMP)
 	$(VENV)/bin/medvl bench --json bench.json
