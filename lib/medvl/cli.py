@@ -19,6 +19,7 @@ from medvl.errors import MedVLError
 from medvl.server import add_arguments as add_server_arguments
 from medvl.server import serve as serve_command
 from medvl.bench.interactive import add_arguments as add_interactive_bench_arguments
+from medvl.bench.annotate import add_arguments as add_annotate_bench_arguments
 from medvl.bench.language import add_arguments as add_language_bench_arguments
 from medvl.server.bench import add_arguments as add_server_bench_arguments
 from medvl.server.bench_load import add_arguments as add_load_bench_arguments
@@ -194,6 +195,12 @@ def cmd_bench_language(args) -> int:
     return run_language_bench(args)
 
 
+def cmd_bench_annotate(args) -> int:
+    from medvl.bench.annotate import main as run_annotate_bench
+
+    return run_annotate_bench(args)
+
+
 def cmd_bench_server(args) -> int:
     from medvl.server.bench import run as run_server_bench
 
@@ -248,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "paraphrases, brain atlas on deformed templates, MR lesion (prints JSON)")
     add_language_bench_arguments(language)
     language.set_defaults(func=cmd_bench_language)
+    annotate = sub.add_parser("bench-annotate", help="batch annotation: volumes/hour, peak RSS, Ray overhead and "
+                              "resume time on 24 volumes from the sample scans, local vs Ray (prints JSON)")
+    add_annotate_bench_arguments(annotate)
+    annotate.set_defaults(func=cmd_bench_annotate)
 
     serve = sub.add_parser("serve", help="start the MONAI Label server with the medvl app (loopback by default)")
     add_server_arguments(serve)

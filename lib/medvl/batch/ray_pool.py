@@ -5,13 +5,26 @@
   path on a shared file system; on one machine, any folder).
 - The driver hands a volume to an idle actor and waits for any to finish (`ray.wait`), so a
   slow volume never holds up the others and no actor is given more than one volume at a time.
+  Each actor runs one task at a time (Ray's default for a synchronous actor) with torch using
+  the CPUs Ray gave it.
 - A worker that dies (node lost, OOM-killed, `kill -9`) loses only its volume in flight: the
   driver sends it to another actor (up to `max_retries` times; after that the volume is
-  recorded as failed with the reason) and starts a replacement actor, used once it is ready.
+  recorded as failed, the reason naming the worker's death) and starts a replacement actor,
+  used once it is ready, so the pool keeps its size. A volume given to an actor that had died
+  while idle counts as an attempt too (Ray cannot tell the two apart).
   Publishing is atomic and idempotent (`publish.py`, `Annotator.run` reuses a result of the
   same hash), so a retried volume is written exactly once.
+- An actor whose constructor raises (the engine cannot load) ends the batch with that error
+  (MedVLError): every replacement would fail the same way. When no actor is ready or busy
+  for `start_timeout_s` (the cluster has no room for one, or they keep dying while starting),
+  the volumes not yet done are recorded as failed with that reason.
 - `address`: None starts a local Ray instance (this machine's CPUs); "auto" or HOST:PORT joins
   a running cluster (`ray start --head` there; every node needs medvl installed).
+
+State (driver side, one owner: this object): `starting` actor -> its `ready()` ref;
+`idle` actors; `busy` task ref -> (actor, (job, fingerprint)); `where` actor -> the host, pid
+and node id its `ready()` reported; `deaths` one line per worker lost. `close()` kills every
+actor it started (starting, idle and busy).
 """
 
 from __future__ import annotations
@@ -34,19 +47,29 @@ class _Worker:
     def __init__(self, settings: BatchSettings, threads: int):
         import socket
 
+        import ray
         import torch
 
         from medvl.batch.annotator import Annotator
 
         torch.set_num_threads(max(1, threads))
         self.annotator = Annotator(settings).warm()
-        self.where = {"host": socket.gethostname(), "pid": os.getpid()}
+        self.where = {"host": socket.gethostname(), "pid": os.getpid(),
+                      "node_id": ray.get_runtime_context().get_node_id()}
 
     def ready(self) -> dict:
         return self.where
 
     def run(self, job, out_dir: str, fingerprint):
         return self.annotator.run(job, Path(out_dir), fingerprint)
+
+
+def _largest_node_cpus(ray) -> int:
+    return int(max((n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=0))
+
+
+def _lines(err: BaseException) -> list[str]:
+    return [line.strip() for line in str(err).splitlines() if line.strip()]
 
 
 class RayExecutor:
@@ -59,6 +82,8 @@ class RayExecutor:
             import ray
         except ImportError:
             raise MedVLError("--executor ray needs the ray package: pip install -r requirements/batch.txt") from None
+        if max_retries < 0:
+            raise BatchInputError(f"--max-retries {max_retries}: give 0 or more")
         self.ray = ray
         self.settings = settings
         self.max_retries = max_retries
@@ -83,104 +108,144 @@ class RayExecutor:
         if workers < 1:
             raise BatchInputError(f"--workers {workers}: give at least 1")
         self.workers = workers
-        self.cpus = cpus_per_worker or max(1, min(cluster_cpus, os.cpu_count() or 1) // workers)
+        # by default a worker never asks for more CPUs than the largest node has (else it could never start)
+        self.cpus = cpus_per_worker or max(1, min(cluster_cpus // workers, _largest_node_cpus(ray)))
         self._actor_cls = ray.remote(num_cpus=self.cpus, max_restarts=0, max_task_retries=0)(_Worker)
-        self.actors: dict = {}  # actor handle -> its ready() ref, until ready
-        self.idle: list = []
-        self.started = 0
+        # a lost worker: its process or node died, or Ray cannot reach it (then it is killed to be sure)
+        self._lost_errors = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
+                             ray.exceptions.ObjectLostError, ray.exceptions.NodeDiedError,
+                             ray.exceptions.OutOfMemoryError, ray.exceptions.LocalRayletDiedError)
+        self.starting: dict = {}  # actor handle -> its ready() ref, until it answers
+        self.idle: list = []  # ready actors without a volume
+        self.busy: dict = {}  # run() ref -> (actor, (job, fingerprint)): one volume per actor
+        self.where: dict = {}  # actor handle -> {"host", "pid", "node_id"} from ready()
+        self.deaths: list[str] = []  # one line per worker lost (while starting or on a volume)
+        self.started = 0  # actors started, replacements included
         for _ in range(workers):
             self._spawn()
 
     def _spawn(self) -> None:
         actor = self._actor_cls.remote(self.settings, self.cpus)
-        self.actors[actor] = actor.ready.remote()
+        self.starting[actor] = actor.ready.remote()
         self.started += 1
 
     def run(self, items, out_dir: Path, stop) -> object:
         ray = self.ray
         pending = collections.deque(items)
         attempts: collections.Counter = collections.Counter()
-        in_flight: dict = {}  # ref -> (actor, item)
         last_alive = time.monotonic()
-        while pending or in_flight:
+        while pending or self.busy:
             while self.idle and pending and not stop.is_set():
                 actor, item = self.idle.pop(), pending.popleft()
-                in_flight[actor.run.remote(item[0], str(out_dir), item[1])] = (actor, item)
-            if stop.is_set() and not in_flight:
+                self.busy[actor.run.remote(item[0], str(out_dir), item[1])] = (actor, item)
+            if stop.is_set() and not self.busy:
                 return
-            waiting = list(in_flight) + list(self.actors.values())
-            if not waiting:
-                return
-            done, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
+            while pending and not stop.is_set() and self._size() < self.workers:
+                self._spawn()  # a lost worker's replacement (the pool keeps its size while volumes wait)
+            done, _ = ray.wait([*self.busy, *self.starting.values()], num_returns=1, timeout=1.0)
             for ref in done:
-                if ref in in_flight:
-                    actor, item = in_flight.pop(ref)
-                    status = self._result(ref, actor, item, attempts, pending, out_dir)
+                if ref in self.busy:
+                    status = self._finished(ref, attempts, pending, out_dir)
                     if status is not None:
                         yield status
                 else:
                     self._ready(ref)
-            if self.idle or in_flight:
+            if self.idle or self.busy:
                 last_alive = time.monotonic()
             elif time.monotonic() - last_alive > self.start_timeout_s:
-                for job, _ in pending:  # no actor could start for minutes (no CPUs left in the cluster)
-                    yield _driver_failure(job, out_dir, self.settings, "no Ray worker could start within "
-                                          f"{self.start_timeout_s:.0f} s (cluster CPUs {ray.cluster_resources().get('CPU', 0)})")
+                # no actor could start for that long: no room in the cluster, or each one died starting
+                why = f"; last worker lost: {self.deaths[-1]}" if self.deaths else ""
+                reason = (f"no Ray worker could start within {self.start_timeout_s:g} s ({self.cpus} CPUs per "
+                          f"worker; cluster CPUs {ray.cluster_resources().get('CPU', 0):g}, largest node "
+                          f"{_largest_node_cpus(ray)}; free some or give fewer --cpus-per-worker){why}")
+                while pending:
+                    yield _driver_failure(pending.popleft(), out_dir, self.settings, reason)
                 return
 
-    def _ready(self, ref) -> None:
-        actor = next(a for a, r in self.actors.items() if r == ref)
-        del self.actors[actor]
-        try:
-            self.ray.get(ref)
-            self.idle.append(actor)
-        except self.ray.exceptions.RayActorError as err:
-            log.warning("a Ray worker died while starting: %s", str(err).splitlines()[0])
-            self._spawn()
-        except self.ray.exceptions.RayTaskError as err:  # the engine itself cannot load: no point retrying
-            raise MedVLError(f"Ray worker cannot start: {str(err.cause if hasattr(err, 'cause') else err)}") from None
+    def _size(self) -> int:
+        return len(self.starting) + len(self.idle) + len(self.busy)
 
-    def _result(self, ref, actor, item, attempts, pending, out_dir):
+    def _ready(self, ref) -> None:
+        actor = next(a for a, r in self.starting.items() if r == ref)
+        del self.starting[actor]
+        try:
+            self.where[actor] = self.ray.get(ref)
+            self.idle.append(actor)
+        except self._lost_errors as err:
+            if getattr(err, "actor_init_failed", False):  # its constructor raised: so would every replacement
+                raise MedVLError(f"Ray worker cannot start: {_lines(err)[-1] if _lines(err) else err!r}; "
+                                 "run `medvl annotate` with --executor local on one volume to see the "
+                                 "full error") from None
+            self.deaths.append(f"while starting: {_lines(err)[0] if _lines(err) else type(err).__name__}")
+            log.warning("a Ray worker died while starting: %s", self.deaths[-1])
+            self._kill(actor)
+
+    def _finished(self, ref, attempts, pending, out_dir):
+        """A volume's task ended -> its status, or None when it goes back to `pending` (worker lost)."""
         ray = self.ray
+        actor, item = self.busy.pop(ref)
+        job = item[0]
         try:
             status = ray.get(ref)
-            self.idle.append(actor)
-            return status
-        except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
-                ray.exceptions.ObjectLostError) as err:
-            job = item[0]
+        except self._lost_errors as err:
+            where = self.where.pop(actor, {})
+            lines = _lines(err) or [type(err).__name__]
+            reason = (f"worker on {where.get('host', '?')} (pid {where.get('pid', '?')}) died: "
+                      f"{' '.join(dict.fromkeys([lines[0], lines[-1]]))}")[:400]
+            self.deaths.append(reason)
             attempts[job.case_id] += 1
-            reason = str(err).splitlines()[0][:300]
-            log.warning("worker died on %s (attempt %d): %s", job.case_id, attempts[job.case_id], reason)
-            self._spawn()  # a replacement; used once it is ready
+            log.warning("%s lost (attempt %d): %s", job.case_id, attempts[job.case_id], reason)
+            self._kill(actor)  # unreachable is not dead: never let two attempts at one volume run at once
             if attempts[job.case_id] <= self.max_retries:
                 pending.appendleft(item)
                 return None
-            return _driver_failure(job, out_dir, self.settings,
-                                   f"its Ray worker died {attempts[job.case_id]} times; last: {reason}")
+            return _driver_failure(item, out_dir, self.settings,
+                                   f"its Ray worker died {attempts[job.case_id]} time(s) (--max-retries "
+                                   f"{self.max_retries}); last: {reason}")
+        except ray.exceptions.RayTaskError as err:  # Annotator.run raised (an OSError writing OUT, ...)
+            self.idle.append(actor)
+            where = self.where.get(actor, {})
+            cause = getattr(err, "cause", None) or err
+            return _driver_failure(item, out_dir, self.settings,
+                                   f"the Ray worker on {where.get('host', '?')} raised "
+                                   f"{type(cause).__name__}: {(_lines(cause) or [''])[-1][:300]}")
+        self.idle.append(actor)
+        return status
+
+    def _kill(self, actor) -> None:
+        try:
+            self.ray.kill(actor)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
 
     def close(self) -> None:
-        for actor in [*self.idle, *self.actors]:
-            try:
-                self.ray.kill(actor)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-        self.idle, self.actors = [], {}
+        for actor in [*self.starting, *self.idle, *(a for a, _ in self.busy.values())]:
+            self._kill(actor)
+        self.starting, self.idle, self.busy, self.where = {}, [], {}, {}
         if self._own_ray:
             self.ray.shutdown()
 
 
-def _driver_failure(job, out_dir: Path, settings: BatchSettings, reason: str) -> dict:
-    """Record a volume the workers could not finish as failed (its own status.json, published atomically)."""
+def _driver_failure(item, out_dir: Path, settings: BatchSettings, reason: str) -> dict:
+    """Record a volume the workers could not finish as failed (its own status.json, published atomically),
+    unless a worker had published its result (same hash) before it was lost: then that result."""
     import json
     import uuid
 
+    from medvl.batch.fingerprint import input_fingerprint, job_hash
     from medvl.batch.publish import partial_dir, publish, read_status
 
+    job, fingerprint = item
     final = Path(out_dir) / job.case_id
     existing = read_status(final)
-    if existing and existing.get("status") in ("ok", "refused"):
-        return existing
+    if existing and fingerprint is None:  # --no-resume plans without hashing: hash it now
+        try:
+            fingerprint = input_fingerprint(job.source, existing.get("input"))
+        except OSError:
+            pass
+    if fingerprint and existing and existing.get("status") in ("ok", "refused") and \
+            existing.get("hash") == job_hash(fingerprint["sha256"], job.to_dict(), settings.to_dict()):
+        return dict(existing, reused=True)
     status = {"case_id": job.case_id, "source": job.source, "status": "failed", "reason": reason, "hash": None,
               "objects": [], "outputs": {}, "settings": settings.to_dict(), "job": job.to_dict(),
               "timings_s": {}, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -1,0 +1,401 @@
+"""`medvl bench-annotate`: `medvl annotate` throughput, memory and resume, local vs Ray, in one run.
+
+    medvl bench-annotate --json docs/bench/annotate.json
+    medvl bench-annotate --quick            # 3 tiny volumes, local only (seconds; for tests)
+
+Data: `annotate_data.build` writes N (default 24) distinct volumes made from the three
+sample scans (crops, resampled and re-oriented copies of lung1, lung2 CT and brain1 MR)
+and a manifest with one expert box per volume in LPS millimetres.
+
+Each configuration runs as its own subprocess `medvl annotate MANIFEST --json-progress`
+(local with 1 worker, Ray with 1 worker, Ray with 2 workers), so its process start,
+imports, Ray start-up and memory are what a user gets. While it runs, its whole process
+tree (the driver, and for Ray the raylet, GCS and worker processes) is polled every
+`POLL_S`: summed RSS (peak kept, and the peak until the N/2-th volume), summed PSS
+(shared pages counted once), CPU seconds, and the OMP/torch threads of every process.
+Per-volume times come from the progress events (arrival time on our side, and the
+worker's own `seconds` from status.json).
+
+Ray overhead at one worker, as % of local's per-volume time:
+- wall: (wall time / N) of Ray vs of local (start-up included);
+- steady: (last volume event - first volume event) / (N - 1), start-up excluded.
+Resume: the finished local batch run again (`--resume`, the default): the whole process
+wall time and run_batch's own `seconds`. Agreement: label maps of every configuration
+against local (voxel-identical count, min Dice per case and label), plus Dice of the box
+object against the expert label (a check on the physical-box path, per source scan).
+The machine: CPU count, measured fp32 matmul GFLOPS, and CPU use of other processes
+during each run (the machine may be shared; that load is reported, not subtracted).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from medvl.bench import emit_json
+
+POLL_S = 0.2
+PSS_EVERY = 5  # polls between PSS samples (reading smaps costs more than RSS)
+CONFIGS = {"local": ["--executor", "local"], "ray1": ["--executor", "ray", "--workers", "1"],
+           "ray2": ["--executor", "ray", "--workers", "2"]}
+GOALS = {"ray1_overhead_wall_pct": 10.0, "ray1_overhead_steady_pct": 10.0, "resume_wall_s": 5.0,
+         "resume_run_batch_s": 5.0, "local_rss_growth_pct": 10.0, "outputs_min_dice": 0.99}
+
+
+# ---- one subprocess, its process tree polled --------------------------------------------------
+class TreeMonitor:
+    """RSS / PSS / CPU of a process and all its descendants, polled until it exits."""
+
+    def __init__(self, pid: int):
+        import psutil
+
+        self.psutil, self.root = psutil, psutil.Process(pid)
+        self.peak_rss = self.peak_pss = 0
+        self.peak_procs = 0
+        self.peak_breakdown: dict = {}
+        self.cpu: dict = {}  # pid -> (role, last user+system seconds seen)
+        self.threads: dict = {}  # pid -> {"role", "omp", "threads"} (largest thread count seen)
+        self.polls = 0
+
+    def _role(self, p) -> str:
+        if p.pid == self.root.pid:
+            return "driver"
+        try:
+            name = " ".join(p.cmdline()[:1]) or p.name()
+        except (self.psutil.Error, OSError):
+            return "other"
+        for key in ("_Worker", "raylet", "gcs_server", "dashboard", "log_monitor", "runtime_env", "monitor"):
+            if key in name:
+                return key.strip("_").lower()
+        return "ray_idle_worker" if name.startswith("ray::") else "other"
+
+    def poll(self) -> None:
+        try:
+            procs = [self.root, *self.root.children(recursive=True)]
+        except self.psutil.Error:
+            return
+        rss, pss, by_role = 0, 0, {}
+        sample_pss = self.polls % PSS_EVERY == 0
+        for p in procs:
+            try:
+                with p.oneshot():
+                    mem = p.memory_info().rss
+                    cpu = p.cpu_times()
+                    nthreads = p.num_threads()
+                if sample_pss:
+                    pss += p.memory_full_info().pss
+            except (self.psutil.Error, OSError):
+                continue
+            role = self.cpu[p.pid][0] if p.pid in self.cpu else self._role(p)
+            rss += mem
+            by_role[role] = by_role.get(role, 0) + mem
+            self.cpu[p.pid] = (role, cpu.user + cpu.system)
+            if p.pid not in self.threads or nthreads > self.threads[p.pid]["threads"]:
+                try:
+                    omp = p.environ().get("OMP_NUM_THREADS")
+                except (self.psutil.Error, OSError):
+                    omp = None
+                self.threads[p.pid] = {"role": role, "omp_num_threads": omp, "threads": nthreads}
+        if rss > self.peak_rss:
+            self.peak_rss, self.peak_procs = rss, len(procs)
+            self.peak_breakdown = {k: round(v / 2**20, 1) for k, v in sorted(by_role.items())}
+        self.peak_pss = max(self.peak_pss, pss)
+        self.polls += 1
+
+    def cpu_seconds(self) -> dict:
+        out: dict = {}
+        for role, seconds in self.cpu.values():
+            out[role] = round(out.get(role, 0.0) + seconds, 2)
+        return out
+
+
+def _busy_cpu_s() -> float:
+    import psutil
+
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+def _env() -> dict:
+    lib = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = lib + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def run_annotate(manifest: str, out_dir: str, extra: list[str], half_at: int | None = None) -> dict:
+    """One `medvl annotate ... --json-progress` subprocess, measured (see the module docstring)."""
+    cmd = [sys.executable, "-m", "medvl.cli", "annotate", manifest, "--out", out_dir, "--json-progress", *extra]
+    busy0, t0 = _busy_cpu_s(), time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    monitor = TreeMonitor(proc.pid)
+    events: list[tuple[float, dict]] = []
+    half = {}
+
+    def read_events():
+        for line in proc.stdout:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            events.append((time.perf_counter() - t0, event))
+            if event.get("event") == "volume" and half_at and event.get("done") == half_at:
+                half["peak_rss_mb"] = monitor.peak_rss / 2**20  # the running peak when the N/2-th volume ends
+
+    reader = threading.Thread(target=read_events, daemon=True)
+    reader.start()
+    while proc.poll() is None:
+        monitor.poll()
+        time.sleep(POLL_S)
+    wall = time.perf_counter() - t0
+    reader.join(timeout=10)
+    stderr = proc.stderr.read()
+    busy = _busy_cpu_s() - busy0
+    volumes = [(t, e) for t, e in events if e.get("event") == "volume"]
+    end = next((e for _, e in events if e.get("event") == "end"), {})
+    start_t = next((t for t, e in events if e.get("event") == "start"), None)
+    cpu = monitor.cpu_seconds()
+    tree_cpu = sum(cpu.values())
+    n = len(volumes)
+    ncpu = os.cpu_count() or 1
+    res = {"command": " ".join(["medvl", *cmd[3:]]), "exit_code": proc.returncode, "wall_s": round(wall, 2),
+           "run_batch_s": end.get("seconds"), "volumes": n, "ok": end.get("ok"), "refused": end.get("refused"),
+           "failed": end.get("failed"), "skipped": end.get("skipped"),
+           "volumes_per_hour_wall": round(3600 * n / wall, 1) if n else 0.0,
+           "volumes_per_hour_run_batch": end.get("volumes_per_hour"),
+           "wall_s_per_volume": round(wall / n, 3) if n else None,
+           "start_event_s": round(start_t, 2) if start_t is not None else None,
+           "first_volume_event_s": round(volumes[0][0], 2) if n else None,
+           "steady_s_per_volume": round((volumes[-1][0] - volumes[0][0]) / (n - 1), 3) if n > 1 else None,
+           "worker_seconds": _stats([e.get("seconds") for _, e in volumes]),
+           "per_volume": [{"case_id": e["case_id"], "status": e["status"], "event_s": round(t, 2),
+                           "worker_s": e.get("seconds")} for t, e in volumes],
+           "peak_rss_mb": round(monitor.peak_rss / 2**20, 1), "peak_pss_mb": round(monitor.peak_pss / 2**20, 1),
+           "peak_rss_by_role_mb": monitor.peak_breakdown, "processes_at_peak": monitor.peak_procs,
+           "cpu_s_by_role": cpu, "cpu_s": round(tree_cpu, 1),
+           "cpu_utilisation_pct": round(100 * tree_cpu / (wall * ncpu), 1),
+           "other_processes_cpus": round(max(0.0, busy - tree_cpu) / wall, 2),
+           "threads": _thread_roles(monitor.threads)}
+    if half_at:
+        res["peak_rss_mb_at_half"] = round(half.get("peak_rss_mb", float("nan")), 1)
+        res["half_at"] = half_at
+    if proc.returncode not in (0, 3):
+        res["stderr_tail"] = stderr[-2000:]
+    return res
+
+
+def _thread_roles(threads: dict) -> dict:
+    out: dict = {}
+    for info in threads.values():
+        if info["role"] in ("driver", "worker"):
+            out.setdefault(info["role"], []).append({"omp_num_threads": info["omp_num_threads"],
+                                                     "max_os_threads": info["threads"]})
+    return out
+
+
+def _stats(values) -> dict:
+    v = [float(x) for x in values if x is not None]
+    if not v:
+        return {}
+    return {"median": round(float(np.median(v)), 3), "mean": round(float(np.mean(v)), 3),
+            "p90": round(float(np.percentile(v, 90)), 3), "min": round(min(v), 3), "max": round(max(v), 3)}
+
+
+def import_seconds(module: str) -> float:
+    """Wall time of a fresh `python -c "import MODULE"` (interpreter start included): what every
+    `medvl annotate` pays before it looks at a single volume."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", f"import {module}"], check=True, env=_env())
+    return round(time.perf_counter() - t0, 2)
+
+
+# ---- outputs ----------------------------------------------------------------------------------
+def _labels(out_dir: Path, case_id: str) -> np.ndarray | None:
+    from medvl.batch.publish import read_status
+    from medvl.io import read_mask
+
+    status = read_status(out_dir / case_id) or {}
+    name = (status.get("outputs") or {}).get("labels")
+    return read_mask(out_dir / case_id / name).array if name and status.get("status") == "ok" else None
+
+
+def compare_outputs(reference: Path, other: Path, case_ids) -> dict:
+    """Label maps of `other` against `reference`: identical count, min Dice over cases and labels."""
+    from medvl.bench.core import dice
+
+    identical, dices, missing = 0, [], []
+    for cid in case_ids:
+        a, b = _labels(reference, cid), _labels(other, cid)
+        if a is None or b is None:
+            missing.append(cid)
+            continue
+        identical += bool(np.array_equal(a, b))
+        for value in sorted(set(np.unique(a)) | set(np.unique(b)) - {0}):
+            dices.append(dice(a == value, b == value))
+    return {"voxel_identical": identical, "compared": len(case_ids) - len(missing), "missing": missing,
+            "min_dice": round(min(dices), 4) if dices else None, "mean_dice": round(float(np.mean(dices)), 4)
+            if dices else None}
+
+
+def expert_dice(out_dir: Path, data_dir: Path, cases: list[dict]) -> dict:
+    """Dice of the box object (label 1) against the case's expert label, by source scan."""
+    from medvl.bench.core import dice
+    from medvl.io import read_mask
+
+    by_source: dict = {}
+    for case in cases:
+        labels = _labels(out_dir, case["case_id"])
+        if labels is None:
+            continue
+        expert = read_mask(data_dir / case["label"]).array > 0
+        by_source.setdefault(case["source"], []).append(dice(labels == 1, expert))
+    return {s: {"mean": round(float(np.mean(v)), 3), "min": round(float(np.min(v)), 3), "cases": len(v)}
+            for s, v in sorted(by_source.items())}
+
+
+# ---- the machine ------------------------------------------------------------------------------
+def machine(gflops_n: int) -> dict:
+    import psutil
+    import torch
+
+    from medvl.bench.machine import matmul_gflops
+
+    out = {"python": platform.python_version(), "processor": platform.machine(), "cpus": os.cpu_count(),
+           "physical_cores": psutil.cpu_count(logical=False), "torch": torch.__version__,
+           "torch_threads_default": torch.get_num_threads(), "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
+           "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "load_avg_1m_at_start": os.getloadavg()[0]}
+    if gflops_n:
+        threads = torch.get_num_threads()
+        out["matmul_gflops_fp32"] = round(matmul_gflops(gflops_n), 1)
+        torch.set_num_threads(1)
+        out["matmul_gflops_fp32_1_thread"] = round(matmul_gflops(gflops_n), 1)
+        torch.set_num_threads(threads)
+        out["matmul_n"] = gflops_n
+    return out
+
+
+# ---- the whole bench --------------------------------------------------------------------------
+def _pct(a, b):
+    return round(100.0 * (a / b - 1.0), 1) if a is not None and b else None
+
+
+def _goal(value, target, higher_is_better=False) -> dict:
+    met = None if value is None else (value >= target if higher_is_better else value <= target)
+    return {"value": value, "target": f"{'>=' if higher_is_better else '<='} {target}", "met": met}
+
+
+def goals(res: dict) -> dict:
+    runs, n = res["runs"], res["dataset"]["volumes"]
+    local, ray1 = runs.get("local"), runs.get("ray1")
+    resume = res.get("resume")
+    out = {}
+    out["ray1_overhead_wall_pct"] = _goal(
+        _pct(ray1["wall_s_per_volume"], local["wall_s_per_volume"]) if local and ray1 else None,
+        GOALS["ray1_overhead_wall_pct"])
+    out["ray1_overhead_steady_pct"] = _goal(
+        _pct(ray1["steady_s_per_volume"], local["steady_s_per_volume"]) if local and ray1 else None,
+        GOALS["ray1_overhead_steady_pct"])
+    out["resume_wall_s"] = _goal(resume["wall_s"] if resume else None, GOALS["resume_wall_s"])
+    out["resume_run_batch_s"] = _goal(resume["run_batch_s"] if resume else None, GOALS["resume_run_batch_s"])
+    out["local_rss_growth_pct"] = _goal(
+        _pct(local["peak_rss_mb"], local.get("peak_rss_mb_at_half")) if local else None,
+        GOALS["local_rss_growth_pct"])
+    dices = [c["min_dice"] for c in res["agreement"].values() if c.get("min_dice") is not None]
+    out["outputs_min_dice"] = _goal(min(dices) if dices else None, GOALS["outputs_min_dice"], higher_is_better=True)
+    oks = {name: r["ok"] for name, r in runs.items()}
+    out["all_volumes_ok"] = {"value": oks, "target": f"== {n} in every run",
+                             "met": all(v == n for v in oks.values())}
+    if resume:
+        out["resume_skipped_all"] = {"value": resume["skipped"], "target": f"== {n}, ran 0",
+                                     "met": resume["skipped"] == n and resume["volumes"] == 0}
+    return out
+
+
+def run(args) -> dict:
+    from medvl.bench.annotate_data import build
+
+    if args.quick:
+        args.volumes, args.configs, args.half_ij, args.half_k, args.gflops_n = 3, ["local"], 20, 1, 256
+    configs = list(dict.fromkeys(args.configs))
+    if "local" not in configs:
+        configs.insert(0, "local")  # the reference of every ratio and comparison
+    work = Path(args.work or tempfile.mkdtemp(prefix="medvl-bench-annotate-"))
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    res: dict = {"benchmark": "bench-annotate", "data": "distinct crops / resampled / re-oriented copies of the "
+                 "sample scans lung1, lung2 (CT) and brain1 (MR), one expert box each in LPS mm",
+                 "machine": machine(args.gflops_n)}
+    tb = time.perf_counter()
+    data = build(work / "data", args.volumes, text_on_ct=args.text_on_ct, half_ij=args.half_ij,
+                 half_k=args.half_k)
+    cases = data["cases"]
+    res["dataset"] = {"volumes": len(cases), "build_s": round(time.perf_counter() - tb, 2),
+                      "distinct_files": len({c["sha256"] for c in cases}),
+                      "by_source": {s: sum(c["source"] == s for c in cases) for s in sorted({c["source"] for c in cases})},
+                      "orientations": sorted({c["recipe"]["orient"] for c in cases}),
+                      "axial_axis_counts": {a: sum(c["axial_axis"] == a for c in cases) for a in "ijk"},
+                      "formats": sorted({c["recipe"]["fmt"] for c in cases}),
+                      "voxels": _stats([np.prod(c["size_ijk"]) for c in cases]),
+                      "prompts": "1 box per volume" + ("; CT rows also the text 'nodule'" if args.text_on_ct else "")}
+    res["runs"] = {}
+    for name in configs:
+        res["runs"][name] = run_annotate(data["manifest"], str(work / f"out_{name}"), CONFIGS[name],
+                                         half_at=len(cases) // 2 if name == "local" else None)
+        if name == "local" and not args.no_resume:
+            res["resume"] = run_annotate(data["manifest"], str(work / "out_local"), CONFIGS["local"])
+            if not args.quick:  # where a resume's seconds go: the interpreter and imports
+                res["resume"]["import_s"] = {m: import_seconds(m) for m in ("medvl.cli", "medvl.batch.runner")}
+    res["resume_note"] = "the finished local batch run again in a fresh process (resume is the default)"
+    ids = [c["case_id"] for c in cases]
+    res["agreement"] = {name: compare_outputs(work / "out_local", work / f"out_{name}", ids)
+                        for name in configs if name != "local"}
+    res["expert_dice_local"] = expert_dice(work / "out_local", work / "data", cases)
+    local = res["runs"]["local"]
+    res["ratios"] = {f"{name}_vs_local": {"wall_s_per_volume_pct": _pct(r["wall_s_per_volume"], local["wall_s_per_volume"]),
+                                          "steady_s_per_volume_pct": _pct(r["steady_s_per_volume"],
+                                                                          local["steady_s_per_volume"]),
+                                          "worker_s_median_pct": _pct(r["worker_seconds"].get("median"),
+                                                                      local["worker_seconds"].get("median")),
+                                          "peak_rss_pct": _pct(r["peak_rss_mb"], local["peak_rss_mb"])}
+                     for name, r in res["runs"].items() if name != "local"}
+    res["goals"] = goals(res)
+    res["goals_not_measured"] = [k for k, g in res["goals"].items() if g["met"] is None]
+    res["all_goals_met"] = all(g["met"] for g in res["goals"].values())  # an unmeasured goal is not met
+    res["seconds_total"] = round(time.perf_counter() - t0, 1)
+    res["work_dir"] = str(work) if args.keep else None
+    if not args.keep and not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    return res
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--json", metavar="OUT", help="also write the JSON here")
+    parser.add_argument("--volumes", type=int, default=24, help="distinct volumes in the batch (default 24)")
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS),
+                        help="executors to run (local always runs: it is the reference)")
+    parser.add_argument("--text-on-ct", action="store_true", help="CT rows also ask for the text object 'nodule'")
+    parser.add_argument("--half-ij", type=int, default=None, help="force the crop half-width (source voxels)")
+    parser.add_argument("--half-k", type=int, default=None, help="force the slices kept either side")
+    parser.add_argument("--gflops-n", type=int, default=2048, help="matmul size for the machine's peak (0: skip)")
+    parser.add_argument("--no-resume", action="store_true", help="skip the resume measurement")
+    parser.add_argument("--work", help="work folder (kept); default a temporary one, removed unless --keep")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")
+    parser.add_argument("--quick", action="store_true", help="3 tiny volumes, local only, small matmul (a smoke "
+                        "test in seconds; its numbers mean nothing)")
+
+
+def main(args) -> int:
+    res = run(args)
+    text = emit_json(res, args.json, indent=1)
+    print(text)
+    return 0
