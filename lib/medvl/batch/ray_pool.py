@@ -218,9 +218,13 @@ class RayExecutor:
         except Exception:  # noqa: BLE001 - already gone
             pass
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 10.0) -> None:
+        """Kill every actor of the pool; volumes in flight (an abandoned batch) are stopped before this
+        returns (up to `wait_s`), so no worker writes into OUT after the batch has ended."""
         for actor in [*self.starting, *self.idle, *(a for a, _ in self.busy.values())]:
             self._kill(actor)
+        if self.busy:
+            self.ray.wait(list(self.busy), num_returns=len(self.busy), timeout=wait_s)
         self.starting, self.idle, self.busy, self.where = {}, [], {}, {}
         if self._own_ray:
             self.ray.shutdown()
