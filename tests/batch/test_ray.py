@@ -15,8 +15,8 @@ What is proved, on 8 small distinct chest-CT slabs (`ray_cases.py`) with `--text
 
 from __future__ import annotations
 
-import csv
 import _thread
+import csv
 import importlib.util
 import json
 import os
@@ -47,9 +47,9 @@ pytestmark = [pytest.mark.slow,
 def cluster():
     """Head (0 CPUs) + 2 worker nodes (1 CPU each) on this machine; always shut down, driver included.
 
-    The nodes use the machine's own address: with `node_ip_address="127.0.0.1"` the GCS listens on
-    loopback only, but `ray.init(address="127.0.0.1:PORT")` rewrites a loopback address to the
-    machine's address and then cannot connect (Ray 2.60).
+    The nodes use the machine's own address: started with `node_ip_address="127.0.0.1"` they run,
+    but `ray.init(address="127.0.0.1:PORT")` rewrites a loopback address to the machine's address
+    (`resolve_ip_for_localhost`) and then never reaches that GCS (Ray 2.60).
     """
     import ray
     from ray.cluster_utils import Cluster
@@ -224,8 +224,9 @@ def test_node_lost_mid_batch_redoes_its_volume(cluster, jobs, tmp_path):
     assert result.counts == {"ok": len(jobs), "refused": 0, "failed": 0}
     published = check_outputs(tmp_path, jobs, watched.statuses)
     assert published[watched.killed["case_id"]]["pid"] != watched.killed["pid"]  # redone by another worker
-    lost = 1 + len(watched.late)
-    assert (watched.executor.started, len(watched.executor.deaths)) == (2 + lost, lost), watched.executor.deaths
+    deaths = watched.executor.deaths  # a replacement placed on the lost node before Ray knew dies starting
+    assert len([d for d in deaths if not d.startswith("while starting")]) == 1 + len(watched.late), deaths
+    assert 3 <= watched.executor.started <= 2 + len(deaths)  # the lost volume waited: a replacement started
     assert any(str(watched.killed["pid"]) in death for death in watched.executor.deaths)
 
 
