@@ -12,13 +12,17 @@ Each configuration runs as its own subprocess `medvl annotate MANIFEST --json-pr
 imports, Ray start-up and memory are what a user gets. While it runs, its whole process
 tree (the driver, and for Ray the raylet, GCS and worker processes) is polled every
 `POLL_S`: summed RSS (peak kept, and the peak until the N/2-th volume), summed PSS
-(shared pages counted once), CPU seconds, and the OMP/torch threads of every process.
-Per-volume times come from the progress events (arrival time on our side, and the
-worker's own `seconds` from status.json).
+(shared pages counted once), CPU seconds by role (driver, Ray actor, raylet, GCS, agents)
+and OS threads. Per-volume times come from the progress events (arrival time on our side,
+and the worker's own `seconds` from status.json). Torch threads: local keeps torch's
+default (2 here), a Ray actor gets CPUs // workers (2 for one worker): the same.
 
 Ray overhead at one worker, as % of local's per-volume time:
 - wall: (wall time / N) of Ray vs of local (start-up included);
-- steady: (last volume event - first volume event) / (N - 1), start-up excluded.
+- steady: (last volume event - first volume event) / (N - 1), start-up excluded;
+- and, to tell dispatch from compute, the worker's own seconds (the median of the per-case
+  ratios) and the time between volumes outside any worker (`ratios`). The optional pair
+  `local_1thread` / `ray1_1cpu` repeats the comparison with one torch thread.
 Resume: the finished local batch run again (`--resume`, the default): the whole process
 wall time and run_batch's own `seconds`. Agreement: label maps of every configuration
 against local (voxel-identical count, min Dice per case and label), plus Dice of the box
@@ -45,9 +49,16 @@ import numpy as np
 from medvl.bench import emit_json
 
 POLL_S = 0.2
+CONTENDED_CPUS = 0.25  # other processes using more than this many CPUs on average: the run's numbers are suspect
 PSS_EVERY = 5  # polls between PSS samples (reading smaps costs more than RSS)
 CONFIGS = {"local": ["--executor", "local"], "ray1": ["--executor", "ray", "--workers", "1"],
-           "ray2": ["--executor", "ray", "--workers", "2"]}
+           "ray2": ["--executor", "ray", "--workers", "2"],
+           # optional, one torch thread each (a free core for everything else): is Ray's overhead CPU contention?
+           "local_1thread": ["--executor", "local"], "ray1_1cpu": ["--executor", "ray", "--workers", "1",
+                                                                   "--cpus-per-worker", "1"]}
+CONFIG_ENV = {"local_1thread": {"OMP_NUM_THREADS": "1"}}
+DEFAULT_CONFIGS = ("local", "ray1", "ray2")
+REFERENCE = {"ray1": "local", "ray2": "local", "ray1_1cpu": "local_1thread", "local_1thread": "local"}
 GOALS = {"ray1_overhead_wall_pct": 10.0, "ray1_overhead_steady_pct": 10.0, "resume_wall_s": 5.0,
          "resume_run_batch_s": 5.0, "local_rss_growth_pct": 10.0, "outputs_min_dice": 0.99}
 
@@ -64,20 +75,22 @@ class TreeMonitor:
         self.peak_procs = 0
         self.peak_breakdown: dict = {}
         self.cpu: dict = {}  # pid -> (role, last user+system seconds seen)
-        self.threads: dict = {}  # pid -> {"role", "omp", "threads"} (largest thread count seen)
+        self.threads: dict = {}  # pid -> {"role", "threads"} (largest OS thread count seen)
         self.polls = 0
 
     def _role(self, p) -> str:
         if p.pid == self.root.pid:
             return "driver"
         try:
-            name = " ".join(p.cmdline()[:1]) or p.name()
+            name = " ".join(p.cmdline()[:4]) or p.name()
         except (self.psutil.Error, OSError):
             return "other"
-        for key in ("_Worker", "raylet", "gcs_server", "dashboard", "log_monitor", "runtime_env", "monitor"):
+        for key, role in (("_Worker", "ray_actor"), ("raylet", "raylet"), ("gcs_server", "gcs_server"),
+                          ("DashboardAgent", "ray_agents"), ("RuntimeEnvAgent", "ray_agents"),
+                          ("dashboard", "ray_agents"), ("log_monitor", "ray_agents"), ("monitor.py", "ray_agents")):
             if key in name:
-                return key.strip("_").lower()
-        return "ray_idle_worker" if name.startswith("ray::") else "other"
+                return role
+        return "ray_idle_worker" if name.startswith("ray::") or "default_worker" in name else "other"
 
     def poll(self) -> None:
         try:
@@ -96,16 +109,16 @@ class TreeMonitor:
                     pss += p.memory_full_info().pss
             except (self.psutil.Error, OSError):
                 continue
-            role = self.cpu[p.pid][0] if p.pid in self.cpu else self._role(p)
+            role = self._role(p)  # each poll: a Ray worker renames itself (ray::IDLE, then ray::_Worker) ...
+            if role == "other" and p.pid in self.cpu:
+                role = self.cpu[p.pid][0]  # ... and an exiting one may lose its name: keep the last known
             rss += mem
             by_role[role] = by_role.get(role, 0) + mem
             self.cpu[p.pid] = (role, cpu.user + cpu.system)
-            if p.pid not in self.threads or nthreads > self.threads[p.pid]["threads"]:
-                try:
-                    omp = p.environ().get("OMP_NUM_THREADS")
-                except (self.psutil.Error, OSError):
-                    omp = None
-                self.threads[p.pid] = {"role": role, "omp_num_threads": omp, "threads": nthreads}
+            seen = self.threads.get(p.pid)
+            if seen is None:
+                seen = self.threads[p.pid] = {"role": role, "threads": nthreads}
+            seen["role"], seen["threads"] = role, max(seen["threads"], nthreads)
         if rss > self.peak_rss:
             self.peak_rss, self.peak_procs = rss, len(procs)
             self.peak_breakdown = {k: round(v / 2**20, 1) for k, v in sorted(by_role.items())}
@@ -126,18 +139,31 @@ def _busy_cpu_s() -> float:
     return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
-def _env() -> dict:
+def wait_quiet(max_s: float, busy_below: float = 0.15) -> float:
+    """Wait (at most `max_s`) until the machine's CPUs are less than `busy_below` busy over 2 s; -> seconds waited.
+    The machine may be shared: a run timed while others compute measures them too."""
+    import psutil
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < max_s:
+        if psutil.cpu_percent(interval=2.0) < 100 * busy_below:
+            break
+    return round(time.perf_counter() - t0, 1)
+
+
+def _env(extra: dict | None = None) -> dict:
     lib = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ)
+    env = {**os.environ, **(extra or {})}
     env["PYTHONPATH"] = lib + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
 
-def run_annotate(manifest: str, out_dir: str, extra: list[str], half_at: int | None = None) -> dict:
+def run_annotate(manifest: str, out_dir: str, extra: list[str], half_at: int | None = None,
+                 env: dict | None = None) -> dict:
     """One `medvl annotate ... --json-progress` subprocess, measured (see the module docstring)."""
     cmd = [sys.executable, "-m", "medvl.cli", "annotate", manifest, "--out", out_dir, "--json-progress", *extra]
     busy0, t0 = _busy_cpu_s(), time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(env))
     monitor = TreeMonitor(proc.pid)
     events: list[tuple[float, dict]] = []
     half = {}
@@ -168,7 +194,7 @@ def run_annotate(manifest: str, out_dir: str, extra: list[str], half_at: int | N
     tree_cpu = sum(cpu.values())
     n = len(volumes)
     ncpu = os.cpu_count() or 1
-    res = {"command": " ".join(["medvl", *cmd[3:]]), "exit_code": proc.returncode, "wall_s": round(wall, 2),
+    res = {"command": " ".join([*(f"{k}={v}" for k, v in (env or {}).items()), "medvl", *cmd[3:]]), "exit_code": proc.returncode, "wall_s": round(wall, 2),
            "run_batch_s": end.get("seconds"), "volumes": n, "ok": end.get("ok"), "refused": end.get("refused"),
            "failed": end.get("failed"), "skipped": end.get("skipped"),
            "volumes_per_hour_wall": round(3600 * n / wall, 1) if n else 0.0,
@@ -185,7 +211,8 @@ def run_annotate(manifest: str, out_dir: str, extra: list[str], half_at: int | N
            "cpu_s_by_role": cpu, "cpu_s": round(tree_cpu, 1),
            "cpu_utilisation_pct": round(100 * tree_cpu / (wall * ncpu), 1),
            "other_processes_cpus": round(max(0.0, busy - tree_cpu) / wall, 2),
-           "threads": _thread_roles(monitor.threads)}
+           "contended": max(0.0, busy - tree_cpu) / wall > CONTENDED_CPUS,
+           "os_threads_max": _thread_roles(monitor.threads)}
     if half_at:
         res["peak_rss_mb_at_half"] = round(half.get("peak_rss_mb", float("nan")), 1)
         res["half_at"] = half_at
@@ -197,9 +224,8 @@ def run_annotate(manifest: str, out_dir: str, extra: list[str], half_at: int | N
 def _thread_roles(threads: dict) -> dict:
     out: dict = {}
     for info in threads.values():
-        if info["role"] in ("driver", "worker"):
-            out.setdefault(info["role"], []).append({"omp_num_threads": info["omp_num_threads"],
-                                                     "max_os_threads": info["threads"]})
+        if info["role"] in ("driver", "ray_actor"):
+            out.setdefault(info["role"], []).append(info["threads"])
     return out
 
 
@@ -217,6 +243,22 @@ def import_seconds(module: str) -> float:
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", f"import {module}"], check=True, env=_env())
     return round(time.perf_counter() - t0, 2)
+
+
+def torch_threads(config: str) -> int:
+    """Torch threads of each worker: local keeps torch's default (this process's: same environment);
+    a Ray actor gets `RayExecutor`'s share, CPUs // workers, and calls torch.set_num_threads with it
+    (Ray also sets OMP_NUM_THREADS to the actor's CPUs inside the worker)."""
+    import torch
+
+    args = CONFIGS[config]
+    if "OMP_NUM_THREADS" in CONFIG_ENV.get(config, {}):
+        return int(CONFIG_ENV[config]["OMP_NUM_THREADS"])
+    if "--cpus-per-worker" in args:
+        return int(args[args.index("--cpus-per-worker") + 1])
+    if "--workers" in args:
+        return max(1, (os.cpu_count() or 1) // int(args[args.index("--workers") + 1]))
+    return torch.get_num_threads()
 
 
 # ---- outputs ----------------------------------------------------------------------------------
@@ -289,6 +331,36 @@ def _pct(a, b):
     return round(100.0 * (a / b - 1.0), 1) if a is not None and b else None
 
 
+def ratios(runs: dict) -> dict:
+    """Each run against its reference (REFERENCE; % more than the reference). Per volume: wall / N,
+    steady (start-up excluded), the worker's own seconds (median, and the median of the per-case
+    ratios: the same volume in both runs), and the time between volumes not spent in a worker
+    (steady minus the mean worker seconds; 1-worker runs only)."""
+    out = {}
+    for name, r in runs.items():
+        ref = runs.get(REFERENCE.get(name, ""))
+        if ref is None:
+            continue
+        mine = {v["case_id"]: v["worker_s"] for v in r["per_volume"]}
+        paired = [mine[v["case_id"]] / v["worker_s"] for v in ref["per_volume"]
+                  if mine.get(v["case_id"]) and v["worker_s"]]
+        entry = {"reference": REFERENCE[name],
+                 "wall_s_per_volume_pct": _pct(r["wall_s_per_volume"], ref["wall_s_per_volume"]),
+                 "steady_s_per_volume_pct": _pct(r["steady_s_per_volume"], ref["steady_s_per_volume"]),
+                 "worker_s_median_pct": _pct(r["worker_seconds"].get("median"), ref["worker_seconds"].get("median")),
+                 "worker_s_paired_median_pct": round(100 * (float(np.median(paired)) - 1), 1) if paired else None,
+                 "startup_s_extra": round(r["first_volume_event_s"] - r["per_volume"][0]["worker_s"]
+                                          - ref["first_volume_event_s"] + ref["per_volume"][0]["worker_s"], 2)
+                 if r["per_volume"] and ref["per_volume"] else None,
+                 "peak_rss_pct": _pct(r["peak_rss_mb"], ref["peak_rss_mb"])}
+        if "--workers 2" not in " ".join(CONFIGS[name]):
+            entry["between_volumes_s"] = {n: round(x["steady_s_per_volume"] - x["worker_seconds"]["mean"], 3)
+                                          for n, x in ((name, r), (REFERENCE[name], ref))
+                                          if x["steady_s_per_volume"] and x["worker_seconds"]}
+        out[f"{name}_vs_{REFERENCE[name]}"] = entry
+    return out
+
+
 def _goal(value, target, higher_is_better=False) -> dict:
     met = None if value is None else (value >= target if higher_is_better else value <= target)
     return {"value": value, "target": f"{'>=' if higher_is_better else '<='} {target}", "met": met}
@@ -321,11 +393,30 @@ def goals(res: dict) -> dict:
     return out
 
 
+def summary(res: dict) -> dict:
+    """The key numbers side by side: throughput next to the machine's own peak, memory, CPU use."""
+    m = res["machine"]
+    out = {"cpus": m["cpus"], "machine_matmul_gflops_fp32": m.get("matmul_gflops_fp32"),
+           "machine_matmul_gflops_fp32_1_thread": m.get("matmul_gflops_fp32_1_thread"), "runs": {}}
+    for name, r in res["runs"].items():
+        out["runs"][name] = {"volumes_per_hour": r["volumes_per_hour_wall"],
+                             "volumes_per_hour_steady": round(3600 / r["steady_s_per_volume"], 1)
+                             if r["steady_s_per_volume"] else None,
+                             "worker_s_median": r["worker_seconds"].get("median"),
+                             "peak_rss_mb": r["peak_rss_mb"], "peak_pss_mb": r["peak_pss_mb"],
+                             "cpu_utilisation_pct": r["cpu_utilisation_pct"],
+                             "other_processes_cpus": r["other_processes_cpus"]}
+    if res.get("resume"):
+        out["resume"] = {k: res["resume"].get(k) for k in ("wall_s", "run_batch_s", "start_event_s", "import_s")}
+    return out
+
+
 def run(args) -> dict:
     from medvl.bench.annotate_data import build
 
     if args.quick:
         args.volumes, args.configs, args.half_ij, args.half_k, args.gflops_n = 3, ["local"], 20, 1, 256
+        args.wait_quiet = 0.0
     configs = list(dict.fromkeys(args.configs))
     if "local" not in configs:
         configs.insert(0, "local")  # the reference of every ratio and comparison
@@ -349,8 +440,12 @@ def run(args) -> dict:
                       "prompts": "1 box per volume" + ("; CT rows also the text 'nodule'" if args.text_on_ct else "")}
     res["runs"] = {}
     for name in configs:
+        waited = wait_quiet(args.wait_quiet)
         res["runs"][name] = run_annotate(data["manifest"], str(work / f"out_{name}"), CONFIGS[name],
-                                         half_at=len(cases) // 2 if name == "local" else None)
+                                         half_at=len(cases) // 2 if name == "local" else None,
+                                         env=CONFIG_ENV.get(name))
+        res["runs"][name]["waited_for_quiet_s"] = waited
+        res["runs"][name]["torch_threads_per_worker"] = torch_threads(name)
         if name == "local" and not args.no_resume:
             res["resume"] = run_annotate(data["manifest"], str(work / "out_local"), CONFIGS["local"])
             if not args.quick:  # where a resume's seconds go: the interpreter and imports
@@ -360,14 +455,12 @@ def run(args) -> dict:
     res["agreement"] = {name: compare_outputs(work / "out_local", work / f"out_{name}", ids)
                         for name in configs if name != "local"}
     res["expert_dice_local"] = expert_dice(work / "out_local", work / "data", cases)
-    local = res["runs"]["local"]
-    res["ratios"] = {f"{name}_vs_local": {"wall_s_per_volume_pct": _pct(r["wall_s_per_volume"], local["wall_s_per_volume"]),
-                                          "steady_s_per_volume_pct": _pct(r["steady_s_per_volume"],
-                                                                          local["steady_s_per_volume"]),
-                                          "worker_s_median_pct": _pct(r["worker_seconds"].get("median"),
-                                                                      local["worker_seconds"].get("median")),
-                                          "peak_rss_pct": _pct(r["peak_rss_mb"], local["peak_rss_mb"])}
-                     for name, r in res["runs"].items() if name != "local"}
+    res["ratios"] = ratios(res["runs"])
+    res["summary"] = summary(res)
+    contended = [n for n, r in [*res["runs"].items(), ("resume", res.get("resume") or {})] if r.get("contended")]
+    if contended:
+        res["warning"] = (f"other processes used CPUs during {', '.join(contended)} (other_processes_cpus > "
+                          f"{CONTENDED_CPUS}): those times include waiting for them; rerun on a quiet machine")
     res["goals"] = goals(res)
     res["goals_not_measured"] = [k for k, g in res["goals"].items() if g["met"] is None]
     res["all_goals_met"] = all(g["met"] for g in res["goals"].values())  # an unmeasured goal is not met
@@ -381,13 +474,16 @@ def run(args) -> dict:
 def add_arguments(parser) -> None:
     parser.add_argument("--json", metavar="OUT", help="also write the JSON here")
     parser.add_argument("--volumes", type=int, default=24, help="distinct volumes in the batch (default 24)")
-    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS),
-                        help="executors to run (local always runs: it is the reference)")
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(DEFAULT_CONFIGS),
+                        help="executors to run (local always runs: it is the reference); local_1thread and "
+                             "ray1_1cpu: the same pair with one torch thread (a free core for Ray's processes)")
     parser.add_argument("--text-on-ct", action="store_true", help="CT rows also ask for the text object 'nodule'")
     parser.add_argument("--half-ij", type=int, default=None, help="force the crop half-width (source voxels)")
     parser.add_argument("--half-k", type=int, default=None, help="force the slices kept either side")
     parser.add_argument("--gflops-n", type=int, default=2048, help="matmul size for the machine's peak (0: skip)")
     parser.add_argument("--no-resume", action="store_true", help="skip the resume measurement")
+    parser.add_argument("--wait-quiet", type=float, default=120.0, metavar="S",
+                        help="before each run wait up to S seconds for the CPUs to be idle (shared machines)")
     parser.add_argument("--work", help="work folder (kept); default a temporary one, removed unless --keep")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")
     parser.add_argument("--quick", action="store_true", help="3 tiny volumes, local only, small matmul (a smoke "
