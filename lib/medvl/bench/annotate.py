@@ -33,24 +33,18 @@ during each run (the machine may be shared; that load is reported, not subtracte
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from medvl.bench import emit_json
+from medvl.bench.annotate_runs import CONTENDED_CPUS, import_seconds, run_annotate, summary_stats, wait_quiet
 
-POLL_S = 0.2
-CONTENDED_CPUS = 0.25  # other processes using more than this many CPUs on average: the run's numbers are suspect
-PSS_EVERY = 5  # polls between PSS samples (reading smaps costs more than RSS)
 CONFIGS = {"local": ["--executor", "local"], "ray1": ["--executor", "ray", "--workers", "1"],
            "ray2": ["--executor", "ray", "--workers", "2"],
            # optional, one torch thread each (a free core for everything else): is Ray's overhead CPU contention?
@@ -61,188 +55,6 @@ DEFAULT_CONFIGS = ("local", "ray1", "ray2")
 REFERENCE = {"ray1": "local", "ray2": "local", "ray1_1cpu": "local_1thread", "local_1thread": "local"}
 GOALS = {"ray1_overhead_wall_pct": 10.0, "ray1_overhead_steady_pct": 10.0, "resume_wall_s": 5.0,
          "resume_run_batch_s": 5.0, "local_rss_growth_pct": 10.0, "outputs_min_dice": 0.99}
-
-
-# ---- one subprocess, its process tree polled --------------------------------------------------
-class TreeMonitor:
-    """RSS / PSS / CPU of a process and all its descendants, polled until it exits."""
-
-    def __init__(self, pid: int):
-        import psutil
-
-        self.psutil, self.root = psutil, psutil.Process(pid)
-        self.peak_rss = self.peak_pss = 0
-        self.peak_procs = 0
-        self.peak_breakdown: dict = {}
-        self.cpu: dict = {}  # pid -> (role, last user+system seconds seen)
-        self.threads: dict = {}  # pid -> {"role", "threads"} (largest OS thread count seen)
-        self.polls = 0
-
-    def _role(self, p) -> str:
-        if p.pid == self.root.pid:
-            return "driver"
-        try:
-            name = " ".join(p.cmdline()[:4]) or p.name()
-        except (self.psutil.Error, OSError):
-            return "other"
-        for key, role in (("_Worker", "ray_actor"), ("raylet", "raylet"), ("gcs_server", "gcs_server"),
-                          ("DashboardAgent", "ray_agents"), ("RuntimeEnvAgent", "ray_agents"),
-                          ("dashboard", "ray_agents"), ("log_monitor", "ray_agents"), ("monitor.py", "ray_agents")):
-            if key in name:
-                return role
-        return "ray_idle_worker" if name.startswith("ray::") or "default_worker" in name else "other"
-
-    def poll(self) -> None:
-        try:
-            procs = [self.root, *self.root.children(recursive=True)]
-        except self.psutil.Error:
-            return
-        rss, pss, by_role = 0, 0, {}
-        sample_pss = self.polls % PSS_EVERY == 0
-        for p in procs:
-            try:
-                with p.oneshot():
-                    mem = p.memory_info().rss
-                    cpu = p.cpu_times()
-                    nthreads = p.num_threads()
-                if sample_pss:
-                    pss += p.memory_full_info().pss
-            except (self.psutil.Error, OSError):
-                continue
-            role = self._role(p)  # each poll: a Ray worker renames itself (ray::IDLE, then ray::_Worker) ...
-            if role == "other" and p.pid in self.cpu:
-                role = self.cpu[p.pid][0]  # ... and an exiting one may lose its name: keep the last known
-            rss += mem
-            by_role[role] = by_role.get(role, 0) + mem
-            self.cpu[p.pid] = (role, cpu.user + cpu.system)
-            seen = self.threads.get(p.pid)
-            if seen is None:
-                seen = self.threads[p.pid] = {"role": role, "threads": nthreads}
-            seen["role"], seen["threads"] = role, max(seen["threads"], nthreads)
-        if rss > self.peak_rss:
-            self.peak_rss, self.peak_procs = rss, len(procs)
-            self.peak_breakdown = {k: round(v / 2**20, 1) for k, v in sorted(by_role.items())}
-        self.peak_pss = max(self.peak_pss, pss)
-        self.polls += 1
-
-    def cpu_seconds(self) -> dict:
-        out: dict = {}
-        for role, seconds in self.cpu.values():
-            out[role] = round(out.get(role, 0.0) + seconds, 2)
-        return out
-
-
-def _busy_cpu_s() -> float:
-    import psutil
-
-    t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
-
-
-def wait_quiet(max_s: float, busy_below: float = 0.15) -> float:
-    """Wait (at most `max_s`) until the machine's CPUs are less than `busy_below` busy over 2 s; -> seconds waited.
-    The machine may be shared: a run timed while others compute measures them too."""
-    import psutil
-
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < max_s:
-        if psutil.cpu_percent(interval=2.0) < 100 * busy_below:
-            break
-    return round(time.perf_counter() - t0, 1)
-
-
-def _env(extra: dict | None = None) -> dict:
-    lib = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, **(extra or {})}
-    env["PYTHONPATH"] = lib + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
-
-
-def run_annotate(manifest: str, out_dir: str, extra: list[str], half_at: int | None = None,
-                 env: dict | None = None) -> dict:
-    """One `medvl annotate ... --json-progress` subprocess, measured (see the module docstring)."""
-    cmd = [sys.executable, "-m", "medvl.cli", "annotate", manifest, "--out", out_dir, "--json-progress", *extra]
-    busy0, t0 = _busy_cpu_s(), time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(env))
-    monitor = TreeMonitor(proc.pid)
-    events: list[tuple[float, dict]] = []
-    half = {}
-
-    def read_events():
-        for line in proc.stdout:
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            events.append((time.perf_counter() - t0, event))
-            if event.get("event") == "volume" and half_at and event.get("done") == half_at:
-                half["peak_rss_mb"] = monitor.peak_rss / 2**20  # the running peak when the N/2-th volume ends
-
-    reader = threading.Thread(target=read_events, daemon=True)
-    reader.start()
-    while proc.poll() is None:
-        monitor.poll()
-        time.sleep(POLL_S)
-    wall = time.perf_counter() - t0
-    reader.join(timeout=10)
-    stderr = proc.stderr.read()
-    busy = _busy_cpu_s() - busy0
-    volumes = [(t, e) for t, e in events if e.get("event") == "volume"]
-    end = next((e for _, e in events if e.get("event") == "end"), {})
-    start_t = next((t for t, e in events if e.get("event") == "start"), None)
-    cpu = monitor.cpu_seconds()
-    tree_cpu = sum(cpu.values())
-    n = len(volumes)
-    ncpu = os.cpu_count() or 1
-    res = {"command": " ".join([*(f"{k}={v}" for k, v in (env or {}).items()), "medvl", *cmd[3:]]), "exit_code": proc.returncode, "wall_s": round(wall, 2),
-           "run_batch_s": end.get("seconds"), "volumes": n, "ok": end.get("ok"), "refused": end.get("refused"),
-           "failed": end.get("failed"), "skipped": end.get("skipped"),
-           "volumes_per_hour_wall": round(3600 * n / wall, 1) if n else 0.0,
-           "volumes_per_hour_run_batch": end.get("volumes_per_hour"),
-           "wall_s_per_volume": round(wall / n, 3) if n else None,
-           "start_event_s": round(start_t, 2) if start_t is not None else None,
-           "first_volume_event_s": round(volumes[0][0], 2) if n else None,
-           "steady_s_per_volume": round((volumes[-1][0] - volumes[0][0]) / (n - 1), 3) if n > 1 else None,
-           "worker_seconds": _stats([e.get("seconds") for _, e in volumes]),
-           "per_volume": [{"case_id": e["case_id"], "status": e["status"], "event_s": round(t, 2),
-                           "worker_s": e.get("seconds")} for t, e in volumes],
-           "peak_rss_mb": round(monitor.peak_rss / 2**20, 1), "peak_pss_mb": round(monitor.peak_pss / 2**20, 1),
-           "peak_rss_by_role_mb": monitor.peak_breakdown, "processes_at_peak": monitor.peak_procs,
-           "cpu_s_by_role": cpu, "cpu_s": round(tree_cpu, 1),
-           "cpu_utilisation_pct": round(100 * tree_cpu / (wall * ncpu), 1),
-           "other_processes_cpus": round(max(0.0, busy - tree_cpu) / wall, 2),
-           "contended": max(0.0, busy - tree_cpu) / wall > CONTENDED_CPUS,
-           "os_threads_max": _thread_roles(monitor.threads)}
-    if half_at:
-        res["peak_rss_mb_at_half"] = round(half.get("peak_rss_mb", float("nan")), 1)
-        res["half_at"] = half_at
-    if proc.returncode not in (0, 3):
-        res["stderr_tail"] = stderr[-2000:]
-    return res
-
-
-def _thread_roles(threads: dict) -> dict:
-    out: dict = {}
-    for info in threads.values():
-        if info["role"] in ("driver", "ray_actor"):
-            out.setdefault(info["role"], []).append(info["threads"])
-    return out
-
-
-def _stats(values) -> dict:
-    v = [float(x) for x in values if x is not None]
-    if not v:
-        return {}
-    return {"median": round(float(np.median(v)), 3), "mean": round(float(np.mean(v)), 3),
-            "p90": round(float(np.percentile(v, 90)), 3), "min": round(min(v), 3), "max": round(max(v), 3)}
-
-
-def import_seconds(module: str) -> float:
-    """Wall time of a fresh `python -c "import MODULE"` (interpreter start included): what every
-    `medvl annotate` pays before it looks at a single volume."""
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", f"import {module}"], check=True, env=_env())
-    return round(time.perf_counter() - t0, 2)
 
 
 def torch_threads(config: str) -> int:
@@ -366,8 +178,9 @@ def _goal(value, target, higher_is_better=False) -> dict:
     return {"value": value, "target": f"{'>=' if higher_is_better else '<='} {target}", "met": met}
 
 
-def goals(res: dict) -> dict:
-    runs, n = res["runs"], res["dataset"]["volumes"]
+def goals(res: dict, runs: dict) -> dict:
+    """Each goal: value, target, met (None: not measured). `runs`: the chosen run of each configuration."""
+    n = res["dataset"]["volumes"]
     local, ray1 = runs.get("local"), runs.get("ray1")
     resume = res.get("resume")
     out = {}
@@ -384,7 +197,7 @@ def goals(res: dict) -> dict:
         GOALS["local_rss_growth_pct"])
     dices = [c["min_dice"] for c in res["agreement"].values() if c.get("min_dice") is not None]
     out["outputs_min_dice"] = _goal(min(dices) if dices else None, GOALS["outputs_min_dice"], higher_is_better=True)
-    oks = {name: r["ok"] for name, r in runs.items()}
+    oks = {name: r["ok"] for name, r in res["runs"].items()}
     out["all_volumes_ok"] = {"value": oks, "target": f"== {n} in every run",
                              "met": all(v == n for v in oks.values())}
     if resume:
@@ -393,13 +206,13 @@ def goals(res: dict) -> dict:
     return out
 
 
-def summary(res: dict) -> dict:
-    """The key numbers side by side: throughput next to the machine's own peak, memory, CPU use."""
+def summary(res: dict, runs: dict) -> dict:
+    """The key numbers side by side (chosen runs): throughput next to the machine's own peak, memory, CPU use."""
     m = res["machine"]
     out = {"cpus": m["cpus"], "machine_matmul_gflops_fp32": m.get("matmul_gflops_fp32"),
            "machine_matmul_gflops_fp32_1_thread": m.get("matmul_gflops_fp32_1_thread"), "runs": {}}
-    for name, r in res["runs"].items():
-        out["runs"][name] = {"volumes_per_hour": r["volumes_per_hour_wall"],
+    for name, r in runs.items():
+        out["runs"][name] = {"run": res["chosen"][name], "volumes_per_hour": r["volumes_per_hour_wall"],
                              "volumes_per_hour_steady": round(3600 / r["steady_s_per_volume"], 1)
                              if r["steady_s_per_volume"] else None,
                              "worker_s_median": r["worker_seconds"].get("median"),
@@ -411,12 +224,21 @@ def summary(res: dict) -> dict:
     return out
 
 
+def run_order(configs: list[str], repeats: int) -> list[tuple[str, int]]:
+    """(config, repeat) in run order: every config once, then local and ray1 again (alternating, so a
+    slow spell of the machine does not fall on one of the pair only)."""
+    order = [(name, 1) for name in configs]
+    for rep in range(2, repeats + 1):
+        order += [(name, rep) for name in configs if name in ("local", "ray1")]
+    return order
+
+
 def run(args) -> dict:
     from medvl.bench.annotate_data import build
 
     if args.quick:
-        args.volumes, args.configs, args.half_ij, args.half_k, args.gflops_n = 3, ["local"], 20, 1, 256
-        args.wait_quiet = 0.0
+        args.volumes, args.configs, args.half_ij, args.half_k, args.gflops_n = 3, ["local"], 20, 0, 256
+        args.wait_quiet, args.repeats = 0.0, 1
     configs = list(dict.fromkeys(args.configs))
     if "local" not in configs:
         configs.insert(0, "local")  # the reference of every ratio and comparison
@@ -436,32 +258,37 @@ def run(args) -> dict:
                       "orientations": sorted({c["recipe"]["orient"] for c in cases}),
                       "axial_axis_counts": {a: sum(c["axial_axis"] == a for c in cases) for a in "ijk"},
                       "formats": sorted({c["recipe"]["fmt"] for c in cases}),
-                      "voxels": _stats([np.prod(c["size_ijk"]) for c in cases]),
+                      "voxels": summary_stats([np.prod(c["size_ijk"]) for c in cases]),
                       "prompts": "1 box per volume" + ("; CT rows also the text 'nodule'" if args.text_on_ct else "")}
-    res["runs"] = {}
-    for name in configs:
+    res["runs"], res["repeats_of"], outs = {}, {}, {}
+    for name, rep in run_order(configs, args.repeats):
+        key = name if rep == 1 else f"{name}#{rep}"
+        res["repeats_of"].setdefault(name, []).append(key)
+        outs[key] = work / (f"out_{name}" if rep == 1 else f"out_{name}_{rep}")
         waited = wait_quiet(args.wait_quiet)
-        res["runs"][name] = run_annotate(data["manifest"], str(work / f"out_{name}"), CONFIGS[name],
-                                         half_at=len(cases) // 2 if name == "local" else None,
-                                         env=CONFIG_ENV.get(name))
-        res["runs"][name]["waited_for_quiet_s"] = waited
-        res["runs"][name]["torch_threads_per_worker"] = torch_threads(name)
-        if name == "local" and not args.no_resume:
+        r = res["runs"][key] = run_annotate(data["manifest"], str(outs[key]), CONFIGS[name],
+                                            half_at=len(cases) // 2 if name == "local" else None,
+                                            env=CONFIG_ENV.get(name))
+        r["waited_for_quiet_s"], r["torch_threads_per_worker"] = waited, torch_threads(name)
+        if key == "local" and not args.no_resume:
             res["resume"] = run_annotate(data["manifest"], str(work / "out_local"), CONFIGS["local"])
             if not args.quick:  # where a resume's seconds go: the interpreter and imports
                 res["resume"]["import_s"] = {m: import_seconds(m) for m in ("medvl.cli", "medvl.batch.runner")}
     res["resume_note"] = "the finished local batch run again in a fresh process (resume is the default)"
+    # each configuration's least disturbed repeat (lowest steady time: on a shared machine noise only adds)
+    res["chosen"] = {name: min(keys, key=lambda k: res["runs"][k]["steady_s_per_volume"] or float("inf"))
+                     for name, keys in res["repeats_of"].items()}
+    chosen = {name: res["runs"][key] for name, key in res["chosen"].items()}
     ids = [c["case_id"] for c in cases]
-    res["agreement"] = {name: compare_outputs(work / "out_local", work / f"out_{name}", ids)
-                        for name in configs if name != "local"}
+    res["agreement"] = {key: compare_outputs(outs["local"], out, ids) for key, out in outs.items() if key != "local"}
     res["expert_dice_local"] = expert_dice(work / "out_local", work / "data", cases)
-    res["ratios"] = ratios(res["runs"])
-    res["summary"] = summary(res)
+    res["ratios"] = ratios(chosen)
+    res["summary"] = summary(res, chosen)
     contended = [n for n, r in [*res["runs"].items(), ("resume", res.get("resume") or {})] if r.get("contended")]
     if contended:
         res["warning"] = (f"other processes used CPUs during {', '.join(contended)} (other_processes_cpus > "
                           f"{CONTENDED_CPUS}): those times include waiting for them; rerun on a quiet machine")
-    res["goals"] = goals(res)
+    res["goals"] = goals(res, chosen)
     res["goals_not_measured"] = [k for k, g in res["goals"].items() if g["met"] is None]
     res["all_goals_met"] = all(g["met"] for g in res["goals"].values())  # an unmeasured goal is not met
     res["seconds_total"] = round(time.perf_counter() - t0, 1)
@@ -481,13 +308,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--half-ij", type=int, default=None, help="force the crop half-width (source voxels)")
     parser.add_argument("--half-k", type=int, default=None, help="force the slices kept either side")
     parser.add_argument("--gflops-n", type=int, default=2048, help="matmul size for the machine's peak (0: skip)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of local and ray1 (alternating); each "
+                        "configuration's least disturbed run counts (default 2)")
     parser.add_argument("--no-resume", action="store_true", help="skip the resume measurement")
     parser.add_argument("--wait-quiet", type=float, default=120.0, metavar="S",
                         help="before each run wait up to S seconds for the CPUs to be idle (shared machines)")
     parser.add_argument("--work", help="work folder (kept); default a temporary one, removed unless --keep")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")
-    parser.add_argument("--quick", action="store_true", help="3 tiny volumes, local only, small matmul (a smoke "
-                        "test in seconds; its numbers mean nothing)")
+    parser.add_argument("--quick", action="store_true", help="3 one-slice volumes, local only, small matmul (a "
+                        "smoke test in seconds; its numbers mean nothing)")
 
 
 def main(args) -> int:
