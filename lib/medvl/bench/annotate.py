@@ -23,6 +23,10 @@ Ray overhead at one worker, as % of local's per-volume time:
 - and, to tell dispatch from compute, the worker's own seconds (the median of the per-case
   ratios) and the time between volumes outside any worker (`ratios`). The optional pair
   `local_1thread` / `ray1_1cpu` repeats the comparison with one torch thread.
+local and ray1 run twice, in mirrored order (local, ray1, ray2, ray1#2, local#2), and each
+pair of repeats is averaged (`run_order`, `combine`): this machine's speed drifts between
+runs, and `drift_pct` (the same configuration's second run against its first, per case)
+says by how much in this run.
 Resume: the finished local batch run again (`--resume`, the default): the whole process
 wall time and run_batch's own `seconds`. Agreement: label maps of every configuration
 against local (voxel-identical count, min Dice per case and label), plus Dice of the box
@@ -143,6 +147,13 @@ def _pct(a, b):
     return round(100.0 * (a / b - 1.0), 1) if a is not None and b else None
 
 
+def paired_pct(run: dict, ref: dict) -> float | None:
+    """Median over the cases of (worker seconds in `run` / in `ref`) - 1, in %: the same volume in both."""
+    mine = {v["case_id"]: v["worker_s"] for v in run["per_volume"]}
+    ratios = [mine[v["case_id"]] / v["worker_s"] for v in ref["per_volume"] if mine.get(v["case_id"]) and v["worker_s"]]
+    return round(100 * (float(np.median(ratios)) - 1), 1) if ratios else None
+
+
 def ratios(runs: dict) -> dict:
     """Each run against its reference (REFERENCE; % more than the reference). Per volume: wall / N,
     steady (start-up excluded), the worker's own seconds (median, and the median of the per-case
@@ -153,24 +164,45 @@ def ratios(runs: dict) -> dict:
         ref = runs.get(REFERENCE.get(name, ""))
         if ref is None:
             continue
-        mine = {v["case_id"]: v["worker_s"] for v in r["per_volume"]}
-        paired = [mine[v["case_id"]] / v["worker_s"] for v in ref["per_volume"]
-                  if mine.get(v["case_id"]) and v["worker_s"]]
         entry = {"reference": REFERENCE[name],
                  "wall_s_per_volume_pct": _pct(r["wall_s_per_volume"], ref["wall_s_per_volume"]),
                  "steady_s_per_volume_pct": _pct(r["steady_s_per_volume"], ref["steady_s_per_volume"]),
                  "worker_s_median_pct": _pct(r["worker_seconds"].get("median"), ref["worker_seconds"].get("median")),
-                 "worker_s_paired_median_pct": round(100 * (float(np.median(paired)) - 1), 1) if paired else None,
+                 "worker_s_paired_median_pct": paired_pct(r, ref),
                  "startup_s_extra": round(r["first_volume_event_s"] - r["per_volume"][0]["worker_s"]
                                           - ref["first_volume_event_s"] + ref["per_volume"][0]["worker_s"], 2)
                  if r["per_volume"] and ref["per_volume"] else None,
                  "peak_rss_pct": _pct(r["peak_rss_mb"], ref["peak_rss_mb"])}
         if "--workers 2" not in " ".join(CONFIGS[name]):
-            entry["between_volumes_s"] = {n: round(x["steady_s_per_volume"] - x["worker_seconds"]["mean"], 3)
-                                          for n, x in ((name, r), (REFERENCE[name], ref))
-                                          if x["steady_s_per_volume"] and x["worker_seconds"]}
+            entry["between_volumes_s"] = {  # steady time minus the worker's own, volumes 2..N (as steady)
+                n: round(x["steady_s_per_volume"] - float(np.mean([v["worker_s"] for v in x["per_volume"][1:]])), 3)
+                for n, x in ((name, r), (REFERENCE[name], ref)) if x["steady_s_per_volume"]}
         out[f"{name}_vs_{REFERENCE[name]}"] = entry
     return out
+
+
+def combine(runs: list[dict]) -> dict:
+    """One configuration's repeats as one: times per volume averaged over the repeats (each case's worker
+    seconds too), peaks and other processes' load the largest, RSS growth the worst."""
+    def mean(key):
+        values = [r.get(key) for r in runs]
+        return None if None in values else round(float(np.mean(values)), 3)
+
+    per_case: dict = {}
+    for r in runs:
+        for v in r["per_volume"]:
+            if v["worker_s"]:
+                per_case.setdefault(v["case_id"], []).append(v["worker_s"])
+    per_volume = [{"case_id": c, "worker_s": round(float(np.mean(w)), 3)} for c, w in per_case.items()]
+    growth = [_pct(r["peak_rss_mb"], r["peak_rss_mb_at_half"]) for r in runs if r.get("peak_rss_mb_at_half")]
+    wall = mean("wall_s_per_volume")
+    return {"repeats": len(runs), "ok": min(r["ok"] or 0 for r in runs), "wall_s_per_volume": wall,
+            "steady_s_per_volume": mean("steady_s_per_volume"), "first_volume_event_s": mean("first_volume_event_s"),
+            "volumes_per_hour_wall": round(3600 / wall, 1) if wall else 0.0,
+            "worker_seconds": summary_stats([v["worker_s"] for v in per_volume]), "per_volume": per_volume,
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "peak_pss_mb": max(r["peak_pss_mb"] for r in runs),
+            "rss_growth_pct": max(growth) if growth else None, "cpu_utilisation_pct": mean("cpu_utilisation_pct"),
+            "other_processes_cpus": max(r["other_processes_cpus"] for r in runs)}
 
 
 def _goal(value, target, higher_is_better=False) -> dict:
@@ -179,7 +211,7 @@ def _goal(value, target, higher_is_better=False) -> dict:
 
 
 def goals(res: dict, runs: dict) -> dict:
-    """Each goal: value, target, met (None: not measured). `runs`: the chosen run of each configuration."""
+    """Each goal: value, target, met (None: not measured). `runs`: each configuration's repeats combined."""
     n = res["dataset"]["volumes"]
     local, ray1 = runs.get("local"), runs.get("ray1")
     resume = res.get("resume")
@@ -192,9 +224,8 @@ def goals(res: dict, runs: dict) -> dict:
         GOALS["ray1_overhead_steady_pct"])
     out["resume_wall_s"] = _goal(resume["wall_s"] if resume else None, GOALS["resume_wall_s"])
     out["resume_run_batch_s"] = _goal(resume["run_batch_s"] if resume else None, GOALS["resume_run_batch_s"])
-    out["local_rss_growth_pct"] = _goal(
-        _pct(local["peak_rss_mb"], local.get("peak_rss_mb_at_half")) if local else None,
-        GOALS["local_rss_growth_pct"])
+    out["local_rss_growth_pct"] = _goal(local.get("rss_growth_pct") if local else None,
+                                        GOALS["local_rss_growth_pct"])
     dices = [c["min_dice"] for c in res["agreement"].values() if c.get("min_dice") is not None]
     out["outputs_min_dice"] = _goal(min(dices) if dices else None, GOALS["outputs_min_dice"], higher_is_better=True)
     oks = {name: r["ok"] for name, r in res["runs"].items()}
@@ -207,12 +238,12 @@ def goals(res: dict, runs: dict) -> dict:
 
 
 def summary(res: dict, runs: dict) -> dict:
-    """The key numbers side by side (chosen runs): throughput next to the machine's own peak, memory, CPU use."""
+    """The key numbers side by side (repeats combined): throughput next to the machine's own peak, memory, CPU."""
     m = res["machine"]
     out = {"cpus": m["cpus"], "machine_matmul_gflops_fp32": m.get("matmul_gflops_fp32"),
            "machine_matmul_gflops_fp32_1_thread": m.get("matmul_gflops_fp32_1_thread"), "runs": {}}
     for name, r in runs.items():
-        out["runs"][name] = {"run": res["chosen"][name], "volumes_per_hour": r["volumes_per_hour_wall"],
+        out["runs"][name] = {"runs": res["repeats_of"][name], "volumes_per_hour": r["volumes_per_hour_wall"],
                              "volumes_per_hour_steady": round(3600 / r["steady_s_per_volume"], 1)
                              if r["steady_s_per_volume"] else None,
                              "worker_s_median": r["worker_seconds"].get("median"),
@@ -225,11 +256,14 @@ def summary(res: dict, runs: dict) -> dict:
 
 
 def run_order(configs: list[str], repeats: int) -> list[tuple[str, int]]:
-    """(config, repeat) in run order: every config once, then local and ray1 again (alternating, so a
-    slow spell of the machine does not fall on one of the pair only)."""
+    """(config, repeat) in run order: every config once, then local and ray1 again in mirrored order
+    (local, ray1, ray2, ray1#2, local#2): this machine's speed drifts by up to ~25 % within minutes
+    (measured: the same local run 25 % slower 8 minutes later), and a mirrored order gives both
+    configurations the same mean position in time, so a steady drift cancels in the comparison."""
     order = [(name, 1) for name in configs]
+    again = [name for name in configs if name in ("local", "ray1")]
     for rep in range(2, repeats + 1):
-        order += [(name, rep) for name in configs if name in ("local", "ray1")]
+        order += [(name, rep) for name in (again[::-1] if rep % 2 == 0 else again)]
     return order
 
 
@@ -275,20 +309,20 @@ def run(args) -> dict:
             if not args.quick:  # where a resume's seconds go: the interpreter and imports
                 res["resume"]["import_s"] = {m: import_seconds(m) for m in ("medvl.cli", "medvl.batch.runner")}
     res["resume_note"] = "the finished local batch run again in a fresh process (resume is the default)"
-    # each configuration's least disturbed repeat (lowest steady time: on a shared machine noise only adds)
-    res["chosen"] = {name: min(keys, key=lambda k: res["runs"][k]["steady_s_per_volume"] or float("inf"))
-                     for name, keys in res["repeats_of"].items()}
-    chosen = {name: res["runs"][key] for name, key in res["chosen"].items()}
+    combined = {name: combine([res["runs"][k] for k in keys]) for name, keys in res["repeats_of"].items()}
+    res["combined"] = {name: {k: v for k, v in c.items() if k != "per_volume"} for name, c in combined.items()}
     ids = [c["case_id"] for c in cases]
     res["agreement"] = {key: compare_outputs(outs["local"], out, ids) for key, out in outs.items() if key != "local"}
     res["expert_dice_local"] = expert_dice(work / "out_local", work / "data", cases)
-    res["ratios"] = ratios(chosen)
-    res["summary"] = summary(res, chosen)
+    res["ratios"] = ratios(combined)
+    res["drift_pct"] = {name: paired_pct(res["runs"][keys[-1]], res["runs"][keys[0]])
+                        for name, keys in res["repeats_of"].items() if len(keys) > 1}
+    res["summary"] = summary(res, combined)
     contended = [n for n, r in [*res["runs"].items(), ("resume", res.get("resume") or {})] if r.get("contended")]
     if contended:
         res["warning"] = (f"other processes used CPUs during {', '.join(contended)} (other_processes_cpus > "
                           f"{CONTENDED_CPUS}): those times include waiting for them; rerun on a quiet machine")
-    res["goals"] = goals(res, chosen)
+    res["goals"] = goals(res, combined)
     res["goals_not_measured"] = [k for k, g in res["goals"].items() if g["met"] is None]
     res["all_goals_met"] = all(g["met"] for g in res["goals"].values())  # an unmeasured goal is not met
     res["seconds_total"] = round(time.perf_counter() - t0, 1)
@@ -308,8 +342,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--half-ij", type=int, default=None, help="force the crop half-width (source voxels)")
     parser.add_argument("--half-k", type=int, default=None, help="force the slices kept either side")
     parser.add_argument("--gflops-n", type=int, default=2048, help="matmul size for the machine's peak (0: skip)")
-    parser.add_argument("--repeats", type=int, default=2, help="runs of local and ray1 (alternating); each "
-                        "configuration's least disturbed run counts (default 2)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of local and ray1 (mirrored order, "
+                        "averaged; default 2)")
     parser.add_argument("--no-resume", action="store_true", help="skip the resume measurement")
     parser.add_argument("--wait-quiet", type=float, default=120.0, metavar="S",
                         help="before each run wait up to S seconds for the CPUs to be idle (shared machines)")
