@@ -123,7 +123,8 @@ def run_annotate(manifest: str, out_dir: str, extra: list[str], half_at: int | N
     """One `medvl annotate ... --json-progress` subprocess, measured (see the module docstring)."""
     cmd = [sys.executable, "-m", "medvl.cli", "annotate", manifest, "--out", out_dir, "--json-progress", *extra]
     busy0, t0 = _busy_cpu_s(), time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(env))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+                            errors="replace", env=_env(env))
     monitor = TreeMonitor(proc.pid)
     events: list[tuple[float, dict]] = []
     half = {}
