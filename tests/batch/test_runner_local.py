@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
+from medvl import metrics
 from medvl.batch.inputs import discover
 from medvl.batch.jobs import BatchInputError, BatchSettings
 from medvl.batch.publish import read_status
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 
 def _dice(a, b):
-    return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+    return metrics.dice(a, b, empty=0.0)
 
 
 @pytest.fixture(scope="module")

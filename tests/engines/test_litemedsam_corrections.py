@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medvl.bench.core import dice
+from medvl.metrics import dice
 from medvl.bench.interactive import initial_prompt
 from medvl.io import read_mask, read_volume
 from medvl.session import VolumeSession

@@ -20,6 +20,7 @@ import torch
 
 from medvl.engines import get_engine
 from medvl.geometry import Geometry
+from medvl.metrics import dice  # noqa: F401  (tests import it from here)
 from medvl.session import VolumeSession
 from medvl.volume import Volume
 
@@ -98,11 +99,6 @@ def box_on(truth, k):
     """The (i, j, k) corners of the bounding box of `truth` on slice k."""
     js, is_ = np.nonzero(truth[k])
     return (int(is_.min()), int(js.min()), k), (int(is_.max()), int(js.max()), k)
-
-
-def dice(a, b) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
 def _session_factory(engine_name: str):

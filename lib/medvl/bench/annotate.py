@@ -89,7 +89,7 @@ def _labels(out_dir: Path, case_id: str) -> np.ndarray | None:
 
 def compare_outputs(reference: Path, other: Path, case_ids) -> dict:
     """Label maps of `other` against `reference`: identical count, min Dice over cases and labels."""
-    from medvl.bench.core import dice
+    from medvl.metrics import dice
 
     identical, dices, missing = 0, [], []
     for cid in case_ids:
@@ -107,7 +107,7 @@ def compare_outputs(reference: Path, other: Path, case_ids) -> dict:
 
 def expert_dice(out_dir: Path, data_dir: Path, cases: list[dict]) -> dict:
     """Dice of the box object (label 1) against the case's expert label, by source scan."""
-    from medvl.bench.core import dice
+    from medvl.metrics import dice
     from medvl.io import read_mask
 
     by_source: dict = {}

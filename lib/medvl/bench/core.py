@@ -20,15 +20,12 @@ import torch
 
 from medvl.bench.machine import count_flops, matmul_gflops, peak_rss_mb
 from medvl.io import read_mask, read_volume
+from medvl.metrics import dice
+
 from medvl.session import VolumeSession
 from medvl.slicing import bbox2d
 
 SAMPLE_DIR = Path(__file__).resolve().parents[3] / "sample_data"
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
 def click_near_centroid(mask2d: np.ndarray) -> tuple[int, int]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from medvl.bench.clicks import centre, next_click
-from medvl.bench.core import dice
+from medvl.metrics import dice
 from medvl.bench.devset import GROUPS, SPECS, default_plan, load_target
 from medvl.slicing import bbox2d, numpy_axis, slice_pixel_spacing, slice_xy_to_index, take_slice
 

@@ -27,7 +27,7 @@ from medvl.language.atlas import labels as _labels
 from medvl.language.concepts import Concept
 from medvl.language.errors import SolverError
 from medvl.language.grounding import Grounding, Qualifiers
-from medvl.language.solvers import dice
+from medvl.metrics import dice
 
 SCORED = ("thalamus", "putamen", "caudate", "hippocampus", "amygdala")
 SAMPLE_DIR = Path(__file__).resolve().parents[3] / "sample_data"

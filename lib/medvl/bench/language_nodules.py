@@ -47,7 +47,8 @@ def paraphrase_dice(data_dir: Path, refine: str | None = None, engine: str = "li
     from medvl.language.errors import MedVLError
     from medvl.language.grounding import ground
     from medvl.language.report import object_facts
-    from medvl.language.solvers import SolveSettings, dice, solve
+    from medvl.language.solvers import SolveSettings, solve
+    from medvl.metrics import dice
     from medvl.language.solvers.anatomy import anatomy_for
 
     settings = SolveSettings(refine=refine) if refine else SolveSettings()

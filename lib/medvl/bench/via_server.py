@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from medvl.bench.clicks import next_click
-from medvl.bench.core import dice
+from medvl.metrics import dice
 from medvl.bench.interactive import DROP, _box_corners, largest_slice
 from medvl.io import read_mask, write_volume
 from medvl.slicing import take_slice

@@ -55,7 +55,8 @@ def report_timing(data_dir: Path, case: str = "lung2", text: str = "segment the 
 def text_dice(data_dir: Path, names=None, refine_modes=("hu", "engine", "auto"), engine: str = "litemedsam") -> list[dict]:
     from medvl.io import read_mask, read_volume
     from medvl.language.grounding import ground
-    from medvl.language.solvers import SolveSettings, dice, solve
+    from medvl.language.solvers import SolveSettings, solve
+    from medvl.metrics import dice
 
     rows = []
     session = None

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medvl import metrics
+
 logger = logging.getLogger(__name__)
 
 # The mix of one client's requests (weights; the first request is always a first click).
@@ -464,5 +466,5 @@ def read_bytes_mask(data: bytes, ext: str, scratch: Path):
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(bool), b.astype(bool)
-    return float(2 * np.count_nonzero(a & b) / max(1, np.count_nonzero(a) + np.count_nonzero(b)))
+    """0.0 for two empty masks: an empty answer never counts as right here."""
+    return metrics.dice(a, b, empty=0.0)

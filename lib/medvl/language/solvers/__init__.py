@@ -34,6 +34,7 @@ from medvl.language.grounding import Grounding
 from medvl.language.solvers import brain as _brain
 from medvl.language.solvers import nodule as _nodule
 from medvl.language.solvers.anatomy import CTAnatomy, anatomy_for, require_ct
+from medvl.metrics import dice
 from medvl.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -87,11 +88,6 @@ VOLUME_SOLVERS: dict[str, Callable] = {
     "atlas": _brain.solve_atlas,
     "mr_lesion": _brain.solve_mr_lesion,
 }
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = int(a.sum()) + int(b.sum())
-    return 2.0 * int((a & b).sum()) / s if s else 1.0
 
 
 def refine_if_agrees(volume: Volume, session, evidence: np.ndarray, settings: "SolveSettings", method: str,
