@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pydicom
+import pydicom_seg
 import pytest
 import SimpleITK as sitk
 
@@ -73,6 +74,8 @@ def test_a_prompt_gives_the_folder_servers_mask(pacs, folder, lung2_crop, prompt
     d_pacs, d_folder = dice(from_pacs.mask.array[k], expert), dice(from_folder.mask.array[k], expert)
     assert d_pacs == d_folder and d_pacs > 0.5, (d_pacs, d_folder)
     assert np.array_equal(from_pacs.mask.array, from_folder.mask.array)
+    uploaded = Client(pacs.url, tmp_path).infer(None, prompts[kind], upload=lung2_crop["image"])
+    assert uploaded.status == 200 and np.array_equal(uploaded.mask.array, from_pacs.mask.array), uploaded.json
     image = read_volume(lung2_crop["image"]).geometry
     for mask in (from_pacs.mask, from_folder.mask):
         assert np.allclose(mask.geometry.origin, image.origin, atol=1e-5)
@@ -94,9 +97,12 @@ def test_a_saved_label_is_stored_in_orthanc_as_seg(pacs, orthanc, lung2_crop):
     seg = pydicom.dcmread(io.BytesIO(orthanc.file(instance)))
     assert seg.Modality == "SEG" and seg.StudyInstanceUID == lung2_crop["study"]
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == lung2_crop["series"]
-    frames = seg.pixel_array.reshape(-1, seg.Rows, seg.Columns)
-    expert = read_mask(lung2_crop["label"]).array.astype(bool)
-    assert int(frames.astype(bool).sum()) == int(expert.sum())  # every label voxel is in the SEG
+    back = pydicom_seg.MultiClassReader().read(seg)  # (k, j, i) label values + the SEG's geometry
+    expert = read_mask(lung2_crop["label"])
+    assert np.array_equal(back.data.astype(bool), expert.array.astype(bool))  # voxel-exact
+    assert np.allclose(back.origin, expert.geometry.origin, atol=1e-4)
+    assert np.allclose(back.spacing, expert.geometry.spacing, atol=1e-6)
+    assert np.allclose(np.asarray(back.direction).ravel(), np.asarray(expert.geometry.direction).ravel(), atol=1e-6)
 
 
 def test_ids_and_uploads_are_checked(pacs, lung2_crop, tmp_path):

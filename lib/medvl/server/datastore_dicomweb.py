@@ -39,7 +39,7 @@ from medvl.server.containment import check_name, inside, shown
 from medvl.server.http import as_http
 from medvl.server.pacs import cache_base, check_url, credentials, label_to_dicom_seg
 from medvl.server.protocol import BadRequestError
-from medvl.server.uploads import check_image_file
+from medvl.server.uploads import check_image_file, clean_stale
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class PacsDatastore(DICOMWebDatastore):
         super().__init__(client, search_filter=dict(ml_settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER),
                          cache_path=str(cache_base(cache_dir)), fetch_by_frame=False, convert_to_nifti=True)
         self._root = os.path.realpath(self._datastore_path)  # <cache base>/<md5(url)>: every cache path stays inside
+        clean_stale(self._root)  # uploads and .part files a killed server left
         logger.info("PACS datastore %s, cache %s", self.url, self._root)
 
     @property
