@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import http.server
+import subprocess
+import sys
 import threading
 
 import pytest
 
-from medvl.server import add_arguments, serve
+from medvl.server import add_arguments, serve, server_env
 from medvl.server.launch import free_port
 from medvl.server.pacs import cache_base, check_url, is_pacs, probe
 from medvl.server.settings import ConfigError
@@ -73,3 +75,12 @@ def test_the_cache_folder_is_created_and_resolved(tmp_path):
     link.symlink_to(tmp_path / "real", target_is_directory=True)
     (tmp_path / "real").mkdir()
     assert cache_base(str(link)) == (tmp_path / "real").resolve()
+
+
+def test_medvl_serve_exits_with_one_line_when_the_pacs_is_unreachable():
+    url = f"http://127.0.0.1:{free_port()}/dicom-web"
+    run = subprocess.run([sys.executable, "-m", "medvl.cli", "serve",
+                          "--studies", url], capture_output=True, text=True, timeout=60, env=server_env())
+    assert run.returncode != 0
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and url in lines[0] and "not reachable" in lines[0], run.stderr
