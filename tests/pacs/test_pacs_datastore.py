@@ -123,3 +123,18 @@ def test_ids_and_uploads_are_checked(pacs, orthanc, lung2_crop, tmp_path):
                             timeout=60)
     assert r.status_code == 200 and r.json()["session_id"], r.text
     assert pacs.alive()
+
+
+def test_a_pacs_that_stops_answering_is_a_502_and_the_server_stays_up(pacs, orthanc, lung2_crop, prompts,
+                                                                     tmp_path):
+    """Runs last in the module: it stops the module's Orthanc."""
+    orthanc.stop()
+    client = Client(pacs.url, tmp_path)
+    start = time.monotonic()
+    r = client.put_label(lung2_crop["series"], lung2_crop["label"], tag="final")
+    assert time.monotonic() - start < 10  # a few quick retries, not dicomweb-client's 30 s of back-off
+    assert r.status_code == 502 and orthanc.dicomweb_url in r.json()["detail"], r.text
+    assert "\n" not in r.json()["detail"] and pacs.alive()
+    cached = client.infer(lung2_crop["series"], prompts["point"])
+    assert cached.status == 200, cached.json  # the cached series still works
+

@@ -22,10 +22,13 @@ label back as a DICOM SEG by STOW-RS. This subclass keeps that and:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import time
+
+import requests
 
 from monailabel.config import settings as ml_settings
 from monailabel.datastore.dicom import DICOMwebClientX, DICOMWebDatastore
@@ -37,12 +40,13 @@ from pydicom import dcmread
 from medvl.io import read_mask, read_volume
 from medvl.server.containment import check_name, inside, shown
 from medvl.server.http import as_http
-from medvl.server.pacs import cache_base, check_url, credentials, label_to_dicom_seg
+from medvl.server.pacs import PacsUnavailableError, cache_base, check_url, credentials, label_to_dicom_seg
 from medvl.server.protocol import BadRequestError
 from medvl.server.uploads import check_image_file, clean_stale
 
 logger = logging.getLogger(__name__)
 
+RETRY_ATTEMPTS, RETRY_WAIT_MS = 3, 250  # DICOMweb requests: 3 tries, 0.5 s then 1 s apart
 UID_RULE = re.compile(r"[0-9]+(\.[0-9]+)*")  # a DICOM UID: digits and dots, at most 64 characters
 
 
@@ -59,6 +63,9 @@ class PacsDatastore(DICOMWebDatastore):
         client = DICOMwebClientX(url=self.url, session=session, qido_url_prefix=ml_settings.MONAI_LABEL_QIDO_PREFIX,
                                  wado_url_prefix=ml_settings.MONAI_LABEL_WADO_PREFIX,
                                  stow_url_prefix=ml_settings.MONAI_LABEL_STOW_PREFIX)
+        # dicomweb-client retries every failed request 5 times, 2+4+8+16 s apart (also a refused
+        # connection): an interactive server answers a PACS that is down within ~1.5 s instead
+        client.set_http_retry_params(max_attempts=RETRY_ATTEMPTS, wait_exponential_multiplier=RETRY_WAIT_MS)
         super().__init__(client, search_filter=dict(ml_settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER),
                          cache_path=str(cache_base(cache_dir)), fetch_by_frame=False, convert_to_nifti=True)
         self._root = os.path.realpath(self._datastore_path)  # <cache base>/<md5(url)>: every cache path stays inside
@@ -70,7 +77,26 @@ class PacsDatastore(DICOMWebDatastore):
         """The local folder of this PACS (series, NIfTI conversions, labels; the server's uploads)."""
         return self._root
 
+    @contextlib.contextmanager
+    def _pacs(self, what: str):
+        """A PACS that stops answering mid-run: PacsUnavailableError (HTTP 502), one line."""
+        try:
+            yield
+        except requests.RequestException as exc:
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            reason = f"HTTP {status}" if status else type(exc).__name__
+            raise PacsUnavailableError(f"PACS {self.url} did not answer while {what} ({reason}): check that it "
+                                       "runs; cached series keep working") from None
+
     # -- lookups: exact membership, paths checked --------------------------------------------
+    def list_images(self):
+        with self._pacs("listing series"):
+            return super().list_images()
+
+    def get_labeled_images(self, label_tag=None, labels=None):
+        with self._pacs("listing SEG series"):
+            return super().get_labeled_images(label_tag, labels)
+
     def _known(self, image_id) -> bool:
         return (isinstance(image_id, str) and len(image_id) <= 64 and UID_RULE.fullmatch(image_id) is not None
                 and image_id in self.list_images())
@@ -80,7 +106,8 @@ class PacsDatastore(DICOMWebDatastore):
             return ""
         inside(self._root, os.path.join(self._datastore.image_path(), image_id))
         start = time.monotonic()
-        path = super().get_image_uri(image_id)
+        with self._pacs(f"fetching series {image_id}"):
+            path = super().get_image_uri(image_id)
         cached = os.path.join(self._datastore.image_path(), f"{image_id}.nii.gz")
         if os.path.realpath(path) != os.path.realpath(cached) and os.path.isfile(cached):
             # the first fetch returns MONAI Label's temporary conversion (in the system temp folder)
@@ -135,7 +162,8 @@ class PacsDatastore(DICOMWebDatastore):
         seg_file = label_to_dicom_seg(series_dir, label_filename, segments)
         try:
             dataset = dcmread(seg_file)
-            self._client.store_instances([dataset])
+            with self._pacs("storing a DICOM SEG"):
+                self._client.store_instances([dataset])
         finally:
             if seg_file and os.path.exists(seg_file):
                 os.unlink(seg_file)

@@ -29,12 +29,17 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from medvl.errors import MedVLError
 from medvl.server.settings import ConfigError
 
 logger = logging.getLogger(__name__)
 
 SCHEMES = ("http://", "https://")
 DEFAULT_CACHE = Path.home() / ".cache" / "medvl" / "dicomweb"  # --conf pacs_cache unset
+
+
+class PacsUnavailableError(MedVLError):
+    """The PACS did not answer a request while the server runs (HTTP 502; the server stays up)."""
 
 
 def is_pacs(studies) -> bool:
