@@ -34,10 +34,10 @@ from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
 
 import medvl
-from medvl.server.datastore_dicomweb import PacsDatastore
-from medvl.server.pacs import check_url, credentials, is_pacs, probe
 from medvl.server.containment import check_name, inside, shown
+from medvl.server.datastore_dicomweb import PacsDatastore
 from medvl.server.http import as_http
+from medvl.server.pacs import check_url, credentials, is_pacs, probe
 from medvl.server.protocol import BadRequestError
 from medvl.server.uploads import UPLOAD_KEY, tmp_dir
 from medvl.server.interactive import InteractiveService
@@ -53,7 +53,8 @@ class MedVLApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: dict):
         self.settings = ServerSettings.from_conf(conf)  # typed, parsed once here
         self.pacs_url, self._pacs = "", None
-        if is_pacs(studies):  # the PACS answers before the app starts (one-line error otherwise)
+        if is_pacs(studies) and monailabel_settings.MONAI_LABEL_DATASTORE.lower() in ("", "dicomweb"):
+            # the PACS answers before the app starts (one-line error otherwise); XNAT / DSA stay MONAI Label's
             self.pacs_url = check_url(studies)
             probe(self.pacs_url, auth=credentials())
             self._pacs = PacsDatastore(self.pacs_url, self.settings.pacs_cache, self.settings.labels,
@@ -85,6 +86,8 @@ class MedVLApp(MONAILabelApp):
     def init_datastore(self) -> Datastore:
         if self._pacs:
             return self._pacs
+        if is_pacs(self.studies):
+            return super().init_datastore()
         return CheckedLocalDatastore(
             self.studies,
             max_voxels=self.settings.max_voxels,

@@ -47,8 +47,9 @@ def server_env(base: dict | None = None) -> dict:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `medvl serve` flags."""
-    parser.add_argument("--studies", default=str(DEFAULT_STUDIES), help="image folder (default: sample_data/), or a DICOMweb URL "
-                        "(a PACS, e.g. http://127.0.0.1:8042/dicom-web: docs/pacs.md)")
+    parser.add_argument("--studies", default=str(DEFAULT_STUDIES),
+                        help="image folder (default: sample_data/), or a DICOMweb URL (a PACS, e.g. "
+                             "http://127.0.0.1:8042/dicom-web: docs/pacs.md)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--conf", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
