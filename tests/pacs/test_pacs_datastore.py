@@ -104,6 +104,8 @@ def test_a_saved_label_is_stored_in_orthanc_as_seg(pacs, orthanc, lung2_crop):
     seg = pydicom.dcmread(io.BytesIO(orthanc.file(instance)))
     assert seg.Modality == "SEG" and seg.StudyInstanceUID == lung2_crop["study"]
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == lung2_crop["series"]
+    r = client.get("/datastore/label", label=lung2_crop["series"], tag="final")  # Slicer's download: the label
+    assert r.status_code == 200 and r.content == lung2_crop["label"].read_bytes(), r.status_code
     back = pydicom_seg.MultiClassReader().read(seg)  # (k, j, i) label values + the SEG's geometry
     expert = read_mask(lung2_crop["label"])
     assert np.array_equal(back.data.astype(bool), expert.array.astype(bool))  # voxel-exact

@@ -118,11 +118,15 @@ class PacsDatastore(DICOMWebDatastore):
         return str(inside(self._root, path))
 
     def get_label_uri(self, label_id: str, label_tag: str, image_id: str = "") -> str:
+        """A label saved here, by image id (any tag); else, for `final` with `image_id` (MONAI Label's
+        datalist), the SEG series `label_id` fetched from the PACS and converted."""
         if not isinstance(label_id, str) or not UID_RULE.fullmatch(label_id) or not isinstance(label_tag, str):
             return ""
         check_name(label_tag, "label tag")
-        path = super().get_label_uri(label_id, label_tag, image_id) if label_tag == DefaultLabelTag.FINAL \
-            else LocalDatastore.get_label_uri(self, label_id, label_tag)
+        path = LocalDatastore.get_label_uri(self, label_id, label_tag)
+        if not path and label_tag == DefaultLabelTag.FINAL and image_id:
+            with self._pacs(f"fetching SEG series {label_id}"):
+                path = super().get_label_uri(label_id, label_tag, image_id)
         return str(inside(self._root, path)) if path else ""
 
     def json(self):
