@@ -7,7 +7,7 @@ PIP := $(VPY) -m pip
 STAMP := $(VENV)/.installed
 REQS := $(wildcard requirements/*.txt) pyproject.toml
 
-.PHONY: run test bench venv clean
+.PHONY: run test bench venv clean system-deps
 
 venv: $(STAMP)
 
@@ -25,7 +25,24 @@ $(STAMP): $(REQS)
 run: $(STAMP)
 	$(VENV)/bin/medvl serve
 
-test: $(STAMP)
+# Orthanc + its DICOMweb plugin for tests/pacs (a private Orthanc per test module). Installed only
+# when missing and we are root; the package's own service is kept from starting (a temporary
+# policy-rc.d answering 101, unless one exists). Otherwise the command is printed, the tests skip.
+ORTHANC_BIN ?= /usr/sbin/Orthanc
+ORTHANC_INSTALL := apt-get install -y --no-install-recommends orthanc orthanc-dicomweb
+system-deps:
+	@if [ -x $(ORTHANC_BIN) ] && [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Orthanc for tests/pacs: $(ORTHANC_INSTALL)"; \
+	  policy=""; if [ ! -e /usr/sbin/policy-rc.d ]; then policy=/usr/sbin/policy-rc.d; \
+	    printf '#!/bin/sh\nexit 101\n' > $$policy; chmod 755 $$policy; fi; \
+	  DEBIAN_FRONTEND=noninteractive $(ORTHANC_INSTALL) >/dev/null \
+	    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $(ORTHANC_INSTALL) >/dev/null; } \
+	    || echo "could not install Orthanc; tests/pacs will skip (run: $(ORTHANC_INSTALL))"; \
+	  if [ -n "$$policy" ]; then rm -f $$policy; fi; \
+	else echo "Orthanc missing; tests/pacs will skip. Install it (as root): $(ORTHANC_INSTALL)"; fi
+
+test: $(STAMP) system-deps
 	$(VPY) -m pytest -q --durations=30 tests
 
 bench: $(STAMP)

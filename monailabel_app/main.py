@@ -11,6 +11,9 @@ What this class adds to `MONAILabelApp`:
   named; `save_label` / `label_tag` are checked and saved here (contained, atomic);
 - a local datastore contained in the studies folder, with checked uploads and atomic
   writes (`lib.datastore`, `medvl.server.containment`, `medvl.server.uploads`);
+- or, when `studies` is a DICOMweb URL, the PACS as datastore (`medvl.server.datastore_dicomweb`):
+  checked and probed before anything starts; then `self.studies` is the PACS's local cache
+  folder (uploads, reports and batch outputs stay there) and `self.pacs_url` the PACS;
 - MONAI Label's periodic session cleanup also expires idle medvl sessions;
 - batch inference keeps one image's error to that image (`lib.batch_infer`).
 """
@@ -32,7 +35,9 @@ from monailabel.interfaces.datastore import Datastore
 
 import medvl
 from medvl.server.containment import check_name, inside, shown
+from medvl.server.datastore_dicomweb import PacsDatastore
 from medvl.server.http import as_http
+from medvl.server.pacs import check_url, credentials, is_pacs, probe
 from medvl.server.protocol import BadRequestError
 from medvl.server.uploads import UPLOAD_KEY, tmp_dir
 from medvl.server.interactive import InteractiveService
@@ -47,9 +52,17 @@ REPORTS_DIR = ".medvl-reports"  # medvl_report's files when --conf report_dir is
 class MedVLApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: dict):
         self.settings = ServerSettings.from_conf(conf)  # typed, parsed once here
-        if not self.settings.report_dir and not studies.startswith(("http://", "https://")):
+        self.pacs_url, self._pacs = "", None
+        if is_pacs(studies) and monailabel_settings.MONAI_LABEL_DATASTORE.lower() in ("", "dicomweb"):
+            # the PACS answers before the app starts (one-line error otherwise); XNAT / DSA stay MONAI Label's
+            self.pacs_url = check_url(studies)
+            probe(self.pacs_url, auth=credentials())
+            self._pacs = PacsDatastore(self.pacs_url, self.settings.pacs_cache, self.settings.labels,
+                                       self.settings.max_voxels)
+        local = self._pacs.cache_root if self._pacs else studies
+        if not self.settings.report_dir:
             # beside the datastore (hidden, not scanned), the newest `reports_kept` kept across restarts
-            self.settings = dataclasses.replace(self.settings, report_dir=os.path.join(studies, REPORTS_DIR))
+            self.settings = dataclasses.replace(self.settings, report_dir=os.path.join(local, REPORTS_DIR))
         self.service = InteractiveService(self.settings)  # sessions + shared engine for every task
         self.language = LanguageService(self.service)  # text, report and vqa tasks on the same sessions
         super().__init__(
@@ -61,6 +74,8 @@ class MedVLApp(MONAILabelApp):
             version=medvl.__version__,
             labels=list(self.settings.labels),
         )
+        if self._pacs:
+            self.studies = self._pacs.cache_root  # the local folder every route writes to (never the URL)
         logger.info("MedVL settings: %s", self.settings)
 
     @property
@@ -69,7 +84,9 @@ class MedVLApp(MONAILabelApp):
         return str(tmp_dir(self.studies))
 
     def init_datastore(self) -> Datastore:
-        if self.studies.startswith(("http://", "https://")):
+        if self._pacs:
+            return self._pacs
+        if is_pacs(self.studies):
             return super().init_datastore()
         return CheckedLocalDatastore(
             self.studies,

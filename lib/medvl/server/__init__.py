@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from medvl.server.auth import access_env
+from medvl.server.pacs import check_url, credentials, is_pacs, probe
 from medvl.server.settings import ConfigError, ServerSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[3]  # lib/medvl/server/__init__.py -> the checkout
@@ -46,7 +47,9 @@ def server_env(base: dict | None = None) -> dict:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `medvl serve` flags."""
-    parser.add_argument("--studies", default=str(DEFAULT_STUDIES), help="image folder (default: sample_data/)")
+    parser.add_argument("--studies", default=str(DEFAULT_STUDIES),
+                        help="image folder (default: sample_data/), or a DICOMweb URL (a PACS, e.g. "
+                             "http://127.0.0.1:8042/dicom-web: docs/pacs.md)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--conf", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
@@ -65,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def serve(args: argparse.Namespace) -> int:
     """Run the server in the foreground until Ctrl-C; returns its exit code."""
     ServerSettings.from_conf(dict(args.conf))  # fail here, with the key named, not inside uvicorn
+    if is_pacs(args.studies):  # a bad URL or an unreachable PACS: one line here, not a traceback in uvicorn
+        args.studies = check_url(args.studies)
+        probe(args.studies, auth=credentials())
     if not Path(args.app, "main.py").is_file():
         raise ConfigError(f"no MONAI Label app at {args.app} (main.py missing): run from a checkout of MedVLSlicer")
     access, lines = access_env(args.host, getattr(args, "token", ""), getattr(args, "admin_token", ""),

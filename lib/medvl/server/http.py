@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from medvl.errors import (CancelledError, EngineError, GeometryError, ImageReadError, MedVLError, PromptError,
                           SessionError)
 from medvl.server.jobs import JobConflictError, JobError, WorkLimitError
+from medvl.server.pacs import PacsUnavailableError
 from medvl.server.protocol import BadRequestError
 from medvl.server.sessions import SessionGoneError
 from medvl.server.settings import ConfigError
@@ -30,6 +31,7 @@ _STATUS: tuple[tuple[type, int], ...] = (
     (JobError, 400),
     (SessionError, 409),  # e.g. undo with nothing to undo
     (EngineError, 503),  # engine unavailable here (missing weights, ...)
+    (PacsUnavailableError, 502),  # the PACS datastore did not answer
     (ConfigError, 500),
 )
 

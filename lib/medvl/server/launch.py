@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from medvl.server import APP_DIR, build_command, server_env
+from medvl.server.pacs import is_pacs
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 class ServerProcess:
     def __init__(self, studies, conf=(), host: str = "127.0.0.1", port: int | None = None, app_dir=APP_DIR,
                  log_path=None, startup_timeout_s: float = 180.0, env: dict | None = None):
-        self.studies, self.conf, self.host = Path(studies), list(conf), host
+        self.studies = studies if is_pacs(studies) else Path(studies)  # a folder, or a DICOMweb URL
+        self.conf, self.host = list(conf), host
         self.env = dict(env or {})  # added to the server's environment (e.g. MEDVL_TOKEN: medvl.server.auth)
         self.port = port or free_port(host)
         self.app_dir = app_dir

@@ -40,6 +40,7 @@ class ServerSettings:
     max_propagation_s: float = 300.0  # propagation compute one request may use; then it stops, keeping what was done
     max_upload_mb: int = 1024  # largest upload (image or label file, as sent); bigger bodies get HTTP 413
     max_voxels: int = 512 * 512 * 2048  # largest image an upload may declare (voxels; data <= 4 bytes each)
+    pacs_cache: str = ""  # --studies <DICOMweb URL>: series cache (a folder per URL); "" = ~/.cache/medvl/dicomweb
     engine_conf: tuple[tuple[str, str], ...] = ()  # the engine's own --conf pairs ("<engine>_...", e.g. sam2_config)
 
     def __post_init__(self):
