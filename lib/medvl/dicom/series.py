@@ -204,8 +204,9 @@ def _stack(folder: Path, uid: str, items) -> DicomSeries:
     if np.max(np.abs(gaps - step)) > GAP_TOLERANCE * step:
         n = int(np.argmax(np.abs(gaps - step)))
         where = f"between {items[n][0].name} and {items[n + 1][0].name}"
-        if gaps[n] > 1.5 * step:
-            missing = int(round(gaps[n] / step)) - 1
+        ratio = gaps[n] / step
+        if ratio > 1.5 and abs(ratio - round(ratio)) < 0.1:  # a whole number of steps: slices left out
+            missing = int(round(ratio)) - 1
             _fail(folder, uid, f"has missing slices: a gap of {gaps[n]:.3g} mm {where} where the others are "
                                f"{step:.3g} mm (about {missing} slice{'s' if missing != 1 else ''} missing)")
         _fail(folder, uid, f"has uneven slice spacing: gaps from {gaps.min():.3g} to {gaps.max():.3g} mm "
