@@ -78,18 +78,20 @@ class SegmentCodes:
     concept: str | None  # the concept name it was coded as (None: generic code)
 
 
-def concept_for(name: str, label: str = "") -> str | None:
+def concept_for(name: str, label: str = "", kind: str = "unknown") -> str | None:
     """The concept a report object or user label names: its name ("nodule", "nodule#2"), or a
-    concept keyword among the label's words ("tumour" -> nodule, "left lung" -> left_lung)."""
+    concept keyword among the label's words ("tumour" -> nodule, "left lung" -> left_lung; words are
+    split at spaces, "_", "-", ":", so "lung2_label" names nothing). A "lesion" matches only
+    lesion concepts, "anatomy" only tissue ones."""
     from medvl.language.concepts import CONCEPTS
 
     base = re.sub(r"#\d+$", "", str(name or "")).strip().lower()
     if base in TABLE:
         return base
-    text = " " + re.sub(r"[^a-z]+", " ", f"{label} {name}".lower().replace("tumour", "tumor")) + " "
+    text = " " + re.sub(r"[\s_:,.#/-]+", " ", f"{label} {name}".lower().replace("tumour", "tumor")) + " "
     best = None  # the concept with the longest keyword found (so "left lung" beats "lung")
     for c in CONCEPTS:
-        if c.name not in TABLE:
+        if c.name not in TABLE or (kind == "lesion") != (c.kind == "lesion") and kind != "unknown":
             continue
         for kw in c.keywords:
             if f" {kw} " in text and (best is None or len(kw) > best[0]):
@@ -100,7 +102,7 @@ def concept_for(name: str, label: str = "") -> str | None:
 def segment_codes(name: str, kind: str = "unknown", side: str = "", label: str = "") -> SegmentCodes:
     """Codes of an object (see the module docstring). `kind`: "lesion", "anatomy" or "unknown";
     `side`: the report's side ("left"/"right" adds a laterality modifier to sided brain structures)."""
-    concept = concept_for(name, label)
+    concept = concept_for(name, label, kind)
     if concept is None:
         if kind == "lesion":
             return SegmentCodes(ABNORMAL, LESION, None, None, None)

@@ -135,7 +135,7 @@ def read_sr_measurements(path_or_ds) -> tuple[dict[str, dict[str, float]], dict[
             name = _code(item, "ConceptNameCodeSequence")
             if item.ValueType == "TEXT" and name == "112039":  # Tracking Identifier
                 tracking = str(item.TextValue)
-            elif item.ValueType == "TEXT":
+            elif item.ValueType == "TEXT" and name in (IMPRESSION.value, NARRATIVE.value):
                 texts[str(item.ConceptNameCodeSequence[0].CodeMeaning)] = str(item.TextValue)
             if "ContentSequence" in item and item.ValueType == "CONTAINER":
                 inner = next((str(c.TextValue) for c in item.ContentSequence if c.ValueType == "TEXT"
