@@ -28,7 +28,8 @@ def is_dicom_volume(volume) -> bool:
 def label_segments(labels: np.ndarray, names: dict[int, str] | None = None, kinds: dict[str, str] | None = None
                    ) -> list[SegmentSpec]:
     """One SegmentSpec per label value present in `labels` (ascending), named from `names`."""
-    present = [int(v) for v in np.unique(labels) if v != 0]
+    counts = np.bincount(np.asarray(labels).ravel().astype(np.intp, copy=False))  # np.unique sorts: 10x slower
+    present = [int(v) for v in np.flatnonzero(counts) if v != 0]
     names = names or {}
     out = []
     for v in present:
