@@ -127,3 +127,27 @@ def test_bad_inputs_are_named(tmp_path):
     seg = write_dicom_seg(labels, headers, [SegmentSpec("a")], ALGO)
     with pytest.raises(GeometryError, match="not on a slice of the image"):
         read_dicom_seg(seg, (Geometry((0.0, 0.0, 1.0), ct.geometry.spacing), ct.array.shape))
+
+
+def test_label_file_to_seg_places_a_crop_and_refuses_other_grids(tmp_path):
+    """The datastore-facing function: label file + series folder -> SEG file (what a PACS save_label uses)."""
+    from medvl.dicom.export import label_file_to_seg
+    from medvl.io import write_mask
+    from medvl.server.results import crop_geometry
+
+    volume = make_synthetic_volume(shape_kji=(6, 12, 10), geometry=GEOMETRIES["oblique"], seed=6)
+    write_series(tmp_path / "ct", volume.array, volume.geometry, order="shuffled")
+    ct = read_volume(tmp_path / "ct")
+    labels = _labels(ct.array.shape)
+    crop = labels[1:5, 3:11, 2:9]
+    write_mask(tmp_path / "crop.nrrd", crop, like=crop_geometry(ct.geometry, (2, 3, 1)))
+    path = label_file_to_seg(tmp_path / "crop.nrrd", tmp_path / "ct", tmp_path / "crop.dcm", {1: "a", 2: "b"})
+    back, names = read_dicom_seg(path, ct)
+    want = np.zeros_like(labels)
+    want[1:5, 3:11, 2:9] = crop
+    np.testing.assert_array_equal(back, want)
+    assert names == {1: "a", 2: "b"}
+    shifted = Geometry(ct.geometry.index_to_physical((0.5, 0, 0)), ct.geometry.spacing, ct.geometry.direction)
+    write_mask(tmp_path / "off.nrrd", labels, like=shifted)
+    with pytest.raises(GeometryError, match="the label's grid is not \\(part of\\) DICOM series"):
+        label_file_to_seg(tmp_path / "off.nrrd", tmp_path / "ct", tmp_path / "off.dcm")

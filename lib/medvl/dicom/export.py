@@ -81,3 +81,40 @@ def require_dicom(volume, out) -> None:
         raise ImageReadError(f"{out}: a DICOM SEG references its source images, but {volume.meta.get('path')} is "
                              f"not a DICOM series folder ({volume.meta.get('format')}); give the DICOM folder, or "
                              "write .nii.gz/.nrrd/.mha")
+
+
+def label_file_to_seg(label_path, series_dir, out_path, names: dict[int, str] | None = None,
+                      algorithm: AlgorithmInfo | None = None, series_uid: str | None = None) -> Path:
+    """A label file (NIfTI/NRRD/MHA: the whole grid, or a crop of it) -> DICOM SEG referencing the series
+    in `series_dir` (what a datastore's save_label or the server's output=dicom_seg needs).
+
+    The label is placed on the series' grid by its own geometry (`medvl.geometry`); a label whose
+    grid is not a sub-grid of the series' (other spacing, direction, or off the voxel lattice)
+    raises GeometryError naming the difference; an empty label raises ImageWriteError.
+    """
+    from medvl.dicom.series import read_series
+    from medvl.errors import GeometryError, ImageWriteError
+    from medvl.io import read_mask
+
+    series = read_series(series_dir, series_uid)
+    mask = read_mask(label_path)
+    geometry = series.geometry
+    offset = geometry.physical_to_index(mask.geometry.origin)
+    start = np.round(offset).astype(int)
+    same_axes = np.allclose(mask.geometry.direction, geometry.direction, atol=1e-4) and \
+        np.allclose(mask.geometry.spacing, geometry.spacing, atol=1e-4)
+    i0, j0, k0 = (int(v) for v in start)
+    kk, jj, ii = mask.array.shape
+    k, j, i = series.size_ijk[::-1]
+    if not same_axes or np.max(np.abs(offset - start)) > 1e-3 or min(i0, j0, k0) < 0 or \
+            k0 + kk > k or j0 + jj > j or i0 + ii > i:
+        raise GeometryError(f"{label_path}: the label's grid is not (part of) DICOM series {series.uid}'s: "
+                            f"{mask.geometry.describe_difference(geometry)}, shape (k, j, i) {mask.array.shape} "
+                            f"at index (i, j, k) {tuple(start)}")
+    labels = np.zeros((k, j, i), np.uint8)
+    labels[k0:k0 + kk, j0:j0 + jj, i0:i0 + ii] = mask.array
+    if not labels.any():
+        raise ImageWriteError(f"{label_path} is empty; a DICOM SEG needs at least one segment with voxels")
+    seg = write_dicom_seg(labels, series.headers, label_segments(labels, names), algorithm or AlgorithmInfo("medvl"),
+                          geometry=geometry)
+    return save_dataset(seg, out_path)

@@ -19,10 +19,6 @@ import logging
 import os
 import tempfile
 
-import numpy as np
-
-from medvl.errors import GeometryError
-
 logger = logging.getLogger(__name__)
 
 
@@ -49,33 +45,21 @@ def source_series_dir(datastore, image_id: str, uploaded: bool) -> str:
 
 def write_result_seg(result: dict, series_dir: str, out_dir: str | None) -> str:
     """Write the result's label file as a DICOM SEG on the series' grid; returns the temp file path."""
-    from medvl.dicom.export import label_segments
-    from medvl.dicom.seg import AlgorithmInfo, save_dataset, write_dicom_seg
-    from medvl.dicom.series import read_series
-    from medvl.io import read_mask
+    from medvl.dicom.export import label_file_to_seg
+    from medvl.dicom.seg import AlgorithmInfo
 
     params = result.get("params") or {}
     path = result.get("file") or result.get("label")
-    series = read_series(series_dir)
-    k, j, i = series.size_ijk[::-1]
-    labels = np.zeros((k, j, i), np.uint8)
-    if path and os.path.exists(path):
-        mask = read_mask(path)
-        offset = series.geometry.physical_to_index(mask.geometry.origin)
-        start = np.round(offset).astype(int)
-        if np.max(np.abs(offset - start)) > 1e-3 or not np.allclose(mask.geometry.direction, series.geometry.direction,
-                                                                    atol=1e-4):
-            raise GeometryError(f"the mask's grid is not the DICOM series' ({series.uid}): "
-                                f"{mask.geometry.describe_difference(series.geometry)}")
-        i0, j0, k0 = start
-        kk, jj, ii = mask.array.shape
-        labels[k0:k0 + kk, j0:j0 + jj, i0:i0 + ii] = mask.array
-    if not labels.any():
-        raise ValueError("output=dicom_seg: the mask is empty, and a DICOM SEG needs at least one segment")
+    if not path or not os.path.exists(path):
+        raise ValueError("output=dicom_seg: the request changed no voxels (no mask file), and a DICOM SEG needs "
+                         "at least one segment")
     names = {int(v): str(n) for n, v in (params.get("label_names") or {}).items()}
     engine = params.get("engine") or {}
     algorithm = AlgorithmInfo(str(engine.get("name") or "medvl"), str(engine.get("model") or ""))
-    seg = write_dicom_seg(labels, series.headers, label_segments(labels, names), algorithm, geometry=series.geometry)
     fd, out = tempfile.mkstemp(prefix="medvl-seg-", suffix=".dcm", dir=out_dir)
     os.close(fd)
-    return str(save_dataset(seg, out))
+    try:
+        return str(label_file_to_seg(path, series_dir, out, names, algorithm))
+    except BaseException:
+        os.unlink(out)
+        raise
