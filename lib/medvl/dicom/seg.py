@@ -53,10 +53,11 @@ class AlgorithmInfo:
 
     def sequence(self):
         from highdicom import AlgorithmIdentificationSequence
-        from pydicom.sr.codedict import codes
+        from highdicom.sr import CodedConcept
 
         params = {"engine": self.engine, **({"model": self.model} if self.model else {})}
-        return AlgorithmIdentificationSequence(name=MANUFACTURER, family=codes.cid7162.ArtificialIntelligence,
+        family = CodedConcept("123110", "DCM", "Artificial Intelligence")  # CID 7162
+        return AlgorithmIdentificationSequence(name=MANUFACTURER, family=family,
                                                version=self.version, source=MANUFACTURER, parameters=params)
 
 
