@@ -92,3 +92,26 @@ def test_cli_report_dicom_sr(crop, tmp_path, capsys):
                  str(tmp_path / "x.dcm")])
     err = capsys.readouterr().err.strip()
     assert code == 1 and "\n" not in err and "is not a DICOM series folder" in err and not (tmp_path / "r2").exists()
+
+
+def test_mr_report_uses_signal_intensity_without_units(tmp_path):
+    from tests.conftest import make_synthetic_volume
+
+    synthetic = make_synthetic_volume(shape_kji=(6, 16, 16), modality="MR", seed=7)
+    write_series(tmp_path / "mr", synthetic.array, synthetic.geometry, modality="MR")
+    volume = read_volume(tmp_path / "mr")
+    report = build_report(volume, {"ball": synthetic.meta["truth"]}, kinds={"ball": "unknown"})
+    paths = write_report_dicom(report, volume, tmp_path / "mr.dcm", AlgorithmInfo("hu", interactive=False))
+    values, _ = read_sr_measurements(paths["sr"])
+    o = report.objects[0]
+    assert values == {"ball": {"volume_ml": o.volume_ml, "mean": o.mean, "sd": o.sd}}  # no RECIST axes: no lesion
+    ds = pydicom.dcmread(str(paths["sr"]))
+    nums = [i for i in _items(ds) if i.ValueType == "NUM"]
+    assert {i.ConceptNameCodeSequence[0].CodeMeaning for i in nums} == {"Volume", "MR signal intensity"}
+    assert {i.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue for i in nums} == {"ml", "1"}
+
+
+def _items(ds):
+    for item in getattr(ds, "ContentSequence", []):
+        yield item
+        yield from _items(item)
