@@ -107,3 +107,17 @@ def test_two_series_in_one_folder(tmp_path, capsys):
     assert code == 1 and err.count("\n") == 0 and "pick one with --series UID" in err
     with pytest.raises(ImageReadError, match="needs a DICOM folder"):
         read_volume(tmp_path / "s" / "a_IM0000.dcm", series="1.2.3.7")
+
+
+def test_batch_manifest_picks_the_series_by_uid(tmp_path):
+    from medvl.batch.inputs import discover
+
+    volume = make_synthetic_volume(shape_kji=(4, 8, 8), geometry=GEOMETRIES["axial"], seed=2)
+    write_series(tmp_path / "s", volume.array, volume.geometry, series_uid="1.2.3.7")
+    for f in write_series(tmp_path / "b", volume.array[:2], volume.geometry, series_uid="1.2.3.8"):
+        f.rename(tmp_path / "s" / f"b_{f.name}")
+    (tmp_path / "s" / "notes.txt").write_text("not DICOM")
+    (tmp_path / "m.json").write_text('[{"image": "s", "series": "1.2.3.8", "text": "bone"}]')
+    (job,) = discover(str(tmp_path / "m.json"))
+    assert job.series == "1.2.3.8" and job.to_dict()["series"] == "1.2.3.8"
+    assert read_volume(job.source, job.modality, job.series).array.shape == (2, 8, 8)

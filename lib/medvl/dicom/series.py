@@ -80,18 +80,40 @@ class DicomSeries:
         return SeriesSummary(self.uid, self.description, self.modality, len(self.files))
 
 
-def _headers(folder: Path) -> list[tuple[Path, object]]:
+def _read_header(path: Path):
+    """The file's header, or None when it is not DICOM. Files named .dcm/.ima or without a suffix
+    are also read without the 128-byte preamble (old slices); other names must have it."""
+    import warnings
+
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    try:
+        return pydicom.dcmread(str(path), stop_before_pixels=True)
+    except InvalidDicomError:
+        if path.suffix.lower() not in ("", ".dcm", ".ima"):
+            return None
+    except Exception:  # noqa: BLE001 - whatever pydicom cannot parse is no slice
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _headers(folder: Path) -> list[tuple[Path, object]]:
     out = []
     for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        ds = _read_header(path)
+        if ds is None:
+            continue
         try:
-            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-        except (InvalidDicomError, OSError, ValueError, EOFError):
-            continue  # not DICOM (a README, a NIfTI next to the slices): not part of any series
-        if "SeriesInstanceUID" in ds:
-            out.append((path, ds))
+            if "SeriesInstanceUID" in ds and str(ds.SeriesInstanceUID):
+                out.append((path, ds))
+        except Exception:  # noqa: BLE001 - a forced read of a non-DICOM file can fail on first access
+            continue
     return out
 
 
