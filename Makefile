@@ -14,7 +14,7 @@ venv: $(STAMP)
 $(STAMP): $(REQS)
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c requirements/constraints.txt -r requirements/base.txt -r requirements/server.txt -r requirements/language.txt -r requirements/slicer.txt -r requirements/batch.txt
+	$(PIP) install -q -c requirements/constraints.txt -r requirements/base.txt -r requirements/server.txt -r requirements/language.txt -r requirements/slicer.txt -r requirements/batch.txt -r requirements/dicom.txt
 	$(PIP) install -q --no-deps -r requirements/nodeps.txt
 	$(PIP) install -q -c requirements/constraints.txt -r requirements/sam2.txt
 	SAM2_BUILD_CUDA=0 $(PIP) install -q -c requirements/constraints.txt --no-build-isolation --no-deps sam2==1.1.0

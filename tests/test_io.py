@@ -73,13 +73,15 @@ def test_dicom_series_round_trip(tmp_path, synthetic_volume):
     volume = synthetic_volume(shape_kji=(6, 10, 8), geometry=OBLIQUE)  # CT-like values...
     write_dicom_series(tmp_path / "dcm", volume.array, OBLIQUE, modality="MR")  # ...but tagged MR
     write_dicom_series(tmp_path / "dcm", volume.array[:2], OBLIQUE, series="1.2.826.0.1.3680043.2.1125.8")
-    back = read_volume(tmp_path / "dcm")
-    np.testing.assert_array_equal(back.array, volume.array)  # the 6-file series wins over the 2-file one
+    with pytest.raises(ImageReadError, match="holds 2 DICOM series: .* pick one with --series UID"):
+        read_volume(tmp_path / "dcm")  # never read silently (medvl.dicom.series)
+    back = read_volume(tmp_path / "dcm", series="1.2.826.0.1.3680043.2.1125.7")
+    np.testing.assert_array_equal(back.array, volume.array)
     assert back.geometry.same_as(OBLIQUE, tol=1e-6)
     assert back.modality == "MR" and back.meta["dicom_modality"] == "MR"  # the tag wins over the guess
     assert back.meta["modality_source"] == "dicom"
     assert back.name == "1.2.826.0.1.3680043.2.1125.7" and back.meta["files"] == 6
-    assert read_volume(tmp_path / "dcm", modality="ct").modality == "CT"  # the argument wins
+    assert read_volume(tmp_path / "dcm", modality="ct", series=back.name).modality == "CT"  # the argument wins
 
 
 def test_single_dicom_file():

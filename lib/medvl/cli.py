@@ -98,9 +98,16 @@ def cmd_segment(args) -> int:
         raise UsageError("segment needs at least one --point, --box or --text")
     points = [parse_point(p) for p in args.point]
     boxes = [parse_box(b) for b in args.box]
-    check_writable(args.out)  # before any model work
+    dicom_out = str(args.out).lower().endswith(".dcm")  # a DICOM SEG (the image must be a DICOM series)
+    seg_path = args.out if dicom_out else getattr(args, "dicom_seg", None)
+    if not dicom_out:
+        check_writable(args.out)  # before any model work
     t0 = time.perf_counter()
-    volume = read_volume(args.image, getattr(args, "modality", None))
+    volume = read_volume(args.image, getattr(args, "modality", None), getattr(args, "series", None))
+    if seg_path:
+        from medvl.dicom.export import require_dicom
+
+        require_dicom(volume, seg_path)
     t_read = time.perf_counter()
     session = VolumeSession(args.engine, **engine_options(args))
     session.set_volume(volume)
@@ -127,11 +134,24 @@ def cmd_segment(args) -> int:
     labels = session.labels()
     if text_info is not None:  # the text object takes the next label after the prompted objects
         labels[mask & (labels == 0)] = max(session.objects, default=0) + 1
-    write_mask(args.out, labels, like=volume)
+    if not dicom_out:
+        write_mask(args.out, labels, like=volume)
+    if seg_path:
+        from medvl.dicom.export import write_labels_seg
+        from medvl.dicom.seg import AlgorithmInfo
+
+        names = {oid: f"object {oid}" for oid in session.objects}
+        if text_info is not None:
+            names[max(session.objects, default=0) + 1] = str(text_info.get("concept") or args.text)
+        engine = session.engine
+        write_labels_seg(seg_path, labels, volume, names,
+                         AlgorithmInfo(engine.name, getattr(engine, "label", engine.name), interactive=not text_info))
     timings = {"read": t_read - t0, "model_load": t_load - t_read, "first_mask": first - t_load,
                "propagation": t_prop - first, "total": time.perf_counter() - t0}
     summary = summarize(volume, labels, timings, session.stats())
     summary.update(image=str(args.image), mask=str(args.out), propagated_slices=slices)
+    if seg_path:
+        summary["dicom_seg"] = str(seg_path)
     summary["quality"] = {str(oid): session.quality(oid) for oid in session.objects}
     for oid, q in summary["quality"].items():
         for w in q["warnings"]:
@@ -222,7 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     seg = sub.add_parser("segment", help="point/box prompts -> 3D mask with IMAGE's geometry")
     seg.add_argument("image")
-    seg.add_argument("--out", required=True, help="mask file to write (.nii.gz, .nrrd, .mha)")
+    seg.add_argument("--out", required=True, help="mask file to write (.nii.gz, .nrrd, .mha; .dcm: a DICOM SEG "
+                     "referencing IMAGE, which must then be a DICOM series folder)")
+    seg.add_argument("--dicom-seg", metavar="FILE", help="also write the mask as a DICOM SEG (IMAGE must be a DICOM "
+                     "series folder)")
+    seg.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read when the DICOM folder holds several")
     seg.add_argument("--point", action="append", default=[], metavar="i,j,k[,fg|bg]")
     seg.add_argument("--box", action="append", default=[], metavar="i0,j0,k0,i1,j1,k1")
     seg.add_argument("--axis", default="k", choices=["i", "j", "k"], help="propagation axis for points")

@@ -35,8 +35,12 @@ def modality_arg(value: str) -> str:
 
 
 def add_modality_option(parser) -> None:
-    """Add `--modality CT|MR` (default: from the image) to a subcommand that reads a volume."""
+    """Add `--modality CT|MR` (default: from the image) and `--series UID` (which series of a DICOM
+    folder) to a subcommand that reads a volume."""
     parser.add_argument("--modality", type=modality_arg, default=None, metavar="CT|MR", help=MODALITY_HELP)
+    if not any("--series" in a.option_strings for a in parser._actions):
+        parser.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read when the DICOM folder holds "
+                            "several (the error lists them)")
 
 
 REFINE_HELP = ("nodule prompts (default: SolveSettings.refine, 'auto', in every entry point): 'hu' keeps the Hounsfield-unit candidate (seconds, no model), 'engine' refines it "
@@ -95,11 +99,22 @@ def cmd_report(args) -> int:
     from medvl.io import read_volume
     from medvl.language.report import build_report, write_report
 
-    volume = read_volume(args.image, args.modality)
+    volume = read_volume(args.image, args.modality, getattr(args, "series", None))
+    if getattr(args, "dicom_sr", None):
+        from medvl.dicom.export import require_dicom
+
+        require_dicom(volume, args.dicom_sr)  # before any model work
     masks = _masks(args.mask, volume)
     report = build_report(volume, masks, texts=args.text or [], session=_session(args), narrator=args.narrator,
                           settings=_settings(args))
     paths = write_report(report, volume, args.out)
+    if getattr(args, "dicom_sr", None):
+        from medvl.dicom.export import write_report_dicom
+        from medvl.dicom.seg import AlgorithmInfo
+
+        engine = args.engine if _settings(args).refine != "hu" else "hu"
+        dicom = write_report_dicom(report, volume, args.dicom_sr, AlgorithmInfo(engine, interactive=False))
+        paths.update({"dicom_sr": dicom["sr"], "dicom_seg": dicom["seg"]})
     print(json.dumps({"modality": volume.modality, "modality_source": volume.meta.get("modality_source"),
                       "impression": report.impression, "narrator": report.narrator,
                       "narrative_check": report.narrative_check, "notes": report.notes,
@@ -112,7 +127,7 @@ def cmd_ask(args) -> int:
     from medvl.io import read_volume
     from medvl.language.vqa import answer
 
-    volume = read_volume(args.image, args.modality)
+    volume = read_volume(args.image, args.modality, getattr(args, "series", None))
     ans = answer(volume, args.question, _masks(args.mask, volume), session=_session(args), settings=_settings(args))
     out = dict(ans.as_dict(), modality=volume.modality, modality_source=volume.meta.get("modality_source"))
     if not args.facts:
@@ -134,6 +149,9 @@ def add_language_commands(subparsers) -> None:
                      help="who phrases the narrative; every number is checked against the facts either way")
     rep.add_argument("--refine", default=None, choices=["hu", "engine", "auto"], help=REFINE_HELP)
     rep.add_argument("--engine", default="litemedsam")
+    rep.add_argument("--dicom-sr", metavar="FILE", help="also write a DICOM Comprehensive 3D SR (TID 1500) of the "
+                     "findings, and the DICOM SEG it references as FILE.seg.dcm next to it (IMAGE must be a DICOM "
+                     "series folder)")
     add_modality_option(rep)
     rep.set_defaults(func=cmd_report)
 

@@ -173,3 +173,37 @@ class Geometry:
         image.SetSpacing(self.spacing)
         image.SetDirection(self.direction)
         return image
+
+
+# ---- DICOM slice planes ---------------------------------------------------------------
+def dicom_plane(geometry: Geometry, k: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(ImageOrientationPatient, ImagePositionPatient) of slice `k` (ITK index) of `geometry`.
+
+    Orientation is the row direction (index axis i) then the column direction (axis j), both
+    LPS unit vectors; the position is the LPS centre of voxel (0, 0, k).
+    """
+    d = geometry.direction_matrix
+    orientation = tuple(float(v) for v in (*d[:, 0], *d[:, 1]))
+    return orientation, tuple(float(v) for v in geometry.index_to_physical((0.0, 0.0, float(k))))
+
+
+def slice_normal(orientation) -> np.ndarray:
+    """Unit normal (row x column) of a DICOM ImageOrientationPatient (6 values)."""
+    o = np.asarray(orientation, dtype=float).reshape(2, 3)
+    n = np.cross(o[0], o[1])
+    return n / np.linalg.norm(n)
+
+
+def geometry_from_dicom(orientation, first_position, pixel_spacing, slice_gap: float) -> Geometry:
+    """Geometry of a DICOM slice stack sorted along its normal (the ITK / DICOM convention).
+
+    `orientation`: ImageOrientationPatient (row then column direction cosines, LPS);
+    `first_position`: ImagePositionPatient of the slice with k = 0; `pixel_spacing`: DICOM
+    PixelSpacing (row spacing = along j, column spacing = along i); `slice_gap`: distance (mm)
+    between consecutive slices along the normal. Index axes: i along the row direction, j along
+    the column direction, k along row x column.
+    """
+    o = np.asarray(orientation, dtype=float).reshape(2, 3)
+    direction = np.column_stack([o[0], o[1], slice_normal(orientation)])
+    spacing = (float(pixel_spacing[1]), float(pixel_spacing[0]), float(slice_gap))
+    return Geometry(origin=tuple(float(v) for v in first_position), spacing=spacing, direction=direction.ravel())

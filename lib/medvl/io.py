@@ -1,7 +1,8 @@
 """Reading volumes and masks from files, writing them back with the exact same geometry.
 
 Formats: NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd), a DICOM series
-folder (the series with the most files) or a single DICOM file; all through SimpleITK.
+folder (one image series, or the one `series=` names; checked by `medvl.dicom.series`) or a
+single DICOM file; pixels through SimpleITK.
 Arrays are numpy order (k, j, i); geometry is `medvl.geometry.Geometry` (LPS, ITK order).
 Writes are atomic: a temporary file in the target folder, then `os.replace`; only
 single-file formats are written (.nii, .nii.gz, .nrrd, .mha).
@@ -143,25 +144,26 @@ def infer_modality(array: np.ndarray) -> tuple[str, str]:
     return ("CT" if low < -500 else "MR"), f"weak: darkest voxel {low:g} but no clear air/tissue HU peaks"
 
 
-def _read_dicom_series(folder: Path) -> tuple[sitk.Image, dict]:
-    ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if not ids:
-        raise ImageReadError(f"{folder} is a folder without a DICOM series; give a file or a DICOM folder")
-    files = {sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid) for sid in ids}
-    series = max(ids, key=lambda sid: len(files[sid]))
-    if len(ids) > 1:
-        logger.info("%s holds %d DICOM series; reading %s (%d files)", folder, len(ids), series, len(files[series]))
+def _read_dicom_series(folder: Path, series_uid: str | None = None) -> tuple[sitk.Image, dict]:
+    """The checked series of `folder` (`medvl.dicom.series.read_series`: one-line errors for
+    several series, missing slices, uneven gaps, ...), pixels read by SimpleITK in that order."""
+    from medvl.dicom.series import read_series
+
+    series = read_series(folder, series_uid)
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files[series])
-    reader.MetaDataDictionaryArrayUpdateOn()
+    reader.SetFileNames([str(f) for f in series.files])
     try:
         image = reader.Execute()
     except RuntimeError as error:
-        raise ImageReadError(f"{folder}: DICOM series {series} is {_sitk_reason(error)}") from None
-    tags = {}
-    if reader.HasMetaDataKey(0, _MODALITY_TAG):
-        tags["dicom_modality"] = reader.GetMetaData(0, _MODALITY_TAG).strip().upper()
-    meta = {"format": "dicom", "series_uid": series, "files": len(files[series]), **tags}
+        raise ImageReadError(f"{folder}: DICOM series {series.uid} is {_sitk_reason(error)}") from None
+    if not Geometry.from_sitk(image).same_as(series.geometry, tol=1e-3):
+        logger.warning("%s: SimpleITK's geometry differs from the slice headers' (%s); using the headers'",
+                       folder, Geometry.from_sitk(image).describe_difference(series.geometry))
+    series.geometry.apply_to_sitk(image)
+    meta = {"format": "dicom", "series_uid": series.uid, "files": len(series.files),
+            "dicom_files": [str(f) for f in series.files]}
+    if series.modality:
+        meta["dicom_modality"] = series.modality
     return image, meta
 
 
@@ -189,11 +191,13 @@ def _read_file(path: Path) -> tuple[sitk.Image, dict]:
     return image, meta
 
 
-def _read_image(path) -> tuple[sitk.Image, Geometry, dict]:
+def _read_image(path, series_uid: str | None = None) -> tuple[sitk.Image, Geometry, dict]:
     path = Path(path)
     if not path.exists():
         raise ImageReadError(f"{path} does not exist; give a NIfTI, NRRD, MHA file or a DICOM folder")
-    image, meta = _read_dicom_series(path) if path.is_dir() else _read_file(path)
+    if series_uid is not None and not path.is_dir():
+        raise ImageReadError(f"--series {series_uid} needs a DICOM folder, but {path} is a file")
+    image, meta = _read_dicom_series(path, series_uid) if path.is_dir() else _read_file(path)
     _check_3d(str(path), image.GetDimension(), image.GetSize(), image.GetNumberOfComponentsPerPixel())
     meta["path"] = str(path)
     try:
@@ -203,8 +207,12 @@ def _read_image(path) -> tuple[sitk.Image, Geometry, dict]:
     return image, geometry, meta
 
 
-def read_volume(path, modality: str | None = None) -> Volume:
+def read_volume(path, modality: str | None = None, series: str | None = None) -> Volume:
     """Read a 3D scalar image file or DICOM folder into a Volume (array numpy (k, j, i)).
+
+    A DICOM folder must hold one image series, or `series` (a SeriesInstanceUID) picks one;
+    its slices are checked (`medvl.dicom.series`) and `meta["dicom_files"]` lists them in
+    index order k (what a DICOM SEG or SR references).
 
     Modality, first that applies (recorded in `volume.meta["modality_source"]`, with
     `meta["modality_reason"]`): the `modality` argument ("user"; CT or MR, else
@@ -221,7 +229,7 @@ def read_volume(path, modality: str | None = None) -> Volume:
         except ValueError as err:
             raise ImageReadError(f"{err}; give --modality CT or MR (or leave it out to read it from the image)") \
                 from None
-    image, geometry, meta = _read_image(path)
+    image, geometry, meta = _read_image(path, series)
     array = sitk.GetArrayFromImage(image)
     tag = meta.get("dicom_modality")
     if modality is not None:

@@ -9,7 +9,8 @@ volume: its private folder is removed, nothing is published) propagates.
 
 Per object: one label value, fixed by the object's position in the prompt list (so a refused
 object leaves its label unused rather than shifting the others); where objects overlap the
-earlier one keeps the voxel. Object facts (volume, diameters, intensity) come from the
+earlier one keeps the voxel. A DICOM input also gets `labels.seg.dcm` (`medvl.dicom`), one segment
+per object, referencing the input series. Object facts (volume, diameters, intensity) come from the
 report layer, each on the object's own mask.
 """
 
@@ -145,7 +146,7 @@ class Annotator:
         s = self.settings
         t = {}
         t0 = time.perf_counter()
-        volume = read_volume(job.source, job.modality)
+        volume = read_volume(job.source, job.modality, job.series)
         t["read"] = time.perf_counter() - t0
         status["image"] = {"modality": volume.modality, "modality_source": volume.meta.get("modality_source"),
                            "size_ijk": list(volume.size_ijk),
@@ -199,6 +200,8 @@ class Annotator:
         label_file = f"labels{s.label_format}"
         write_mask(tmp / label_file, labels, like=volume)
         status["outputs"] = {"labels": label_file}
+        if volume.meta.get("dicom_files") and labels.any():  # a DICOM input: the label map as DICOM SEG too
+            status["outputs"]["dicom_seg"] = self._write_seg(tmp / "labels.seg.dcm", labels, volume, rows, kinds)
         if s.report and report is not None:
             paths = write_report(report, volume, tmp)
             status["outputs"].update({k: p.name for k, p in paths.items()})
@@ -212,6 +215,17 @@ class Annotator:
             status["status"] = "refused" if all(r["status"] == "refused" for r in rows) else "failed"
             status["reason"] = "; ".join(f"{r['name']}: {r['reason']}" for r in rows)[:2000]
         return t
+
+    def _write_seg(self, path: Path, labels: np.ndarray, volume, rows: list, kinds: dict) -> str:
+        """labels.seg.dcm: one segment per object that has voxels, referencing the input series."""
+        from medvl.dicom.export import write_labels_seg
+        from medvl.dicom.seg import AlgorithmInfo
+
+        engine = self.settings.engine
+        model = getattr(self._engine, "label", engine) if self._engine is not None else engine
+        names = {row["label"]: row["name"] for row in rows}
+        write_labels_seg(path, labels, volume, names, AlgorithmInfo(engine, model, interactive=False), kinds)
+        return path.name
 
     def solve_settings(self):
         """The text solvers' settings: `refine` when given, else SolveSettings' shared default."""

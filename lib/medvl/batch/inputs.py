@@ -8,7 +8,8 @@
   to the manifest's folder), `case_id`, `modality`, and prompts: `objects` (JSON: a list of
   object specs, see `jobs.py`) or the flat `text` ("a; b": one object per prompt), `box`
   ("i0,j0,k0,i1,j1,k1"; several boxes separated by ";", one object each), `points`
-  ("i,j,k[,fg|bg]; ...", one object), `space` (voxel, LPS, RAS).
+  ("i,j,k[,fg|bg]; ...", one object), `space` (voxel, LPS, RAS), `series` (the SeriesInstanceUID
+  to read from a DICOM folder holding several).
 Case ids come from file/folder names (made unique with their parent folders when two
 collide) unless the manifest names them. Only paths are returned; nothing is read here.
 """
@@ -158,7 +159,7 @@ def read_manifest(path: Path) -> list[VolumeJob]:
                                   "and may not start with '.'")
         out.append(VolumeJob(case_id=given or cid, source=str(p), objects=_row_objects(row, where),
                              modality=(str(row.get("modality")).strip() or None) if row.get("modality") else None,
-                             row=where))
+                             row=where, series=str(row.get("series") or "").strip() or None))
     ids = [j.case_id for j in out]
     dup = sorted({c for c in ids if ids.count(c) > 1})
     if dup:

@@ -44,10 +44,14 @@ class VolumeJob:
     objects: tuple[ObjectPrompt, ...] = ()
     modality: str | None = None  # CT / MR override, else read from the image
     row: str = ""  # where it came from ("manifest.csv row 3"), for error messages
+    series: str | None = None  # SeriesInstanceUID to read from a DICOM folder holding several
 
     def to_dict(self) -> dict:
-        return {"case_id": self.case_id, "source": self.source, "modality": self.modality,
-                "objects": [o.to_dict() for o in self.objects]}
+        out = {"case_id": self.case_id, "source": self.source, "modality": self.modality,
+               "objects": [o.to_dict() for o in self.objects]}
+        if self.series:  # only when given, so the hashes of earlier batches stay valid
+            out["series"] = self.series
+        return out
 
 
 def _numbers(value, count: int, what: str, where: str) -> tuple[float, ...]:

@@ -10,6 +10,8 @@ answers) and adds:
   `POST /medvl/cancel/<id>` (`medvl.server.jobs`); the answer carries it in the JSON and the
   `X-MedVL-Request-Id` header; a client that disconnects cancels its request;
 - bad input is a 4xx with one line (no image, `params` not a JSON object, unknown session);
+- `output=dicom_seg` answers the mask as a DICOM SEG (`application/dicom`) referencing the image's
+  DICOM series (`medvl.server.dicom_output`; 400 when the image has none);
 - an uploaded `file` is streamed into the studies' tmp folder with the upload limits and
   checked before use (`medvl.server.uploads`), and deleted after; the image is only ever
   that upload, a datastore id or a MONAI Label session image: `params` keys that would name
@@ -91,8 +93,14 @@ async def run_inference(
                                  "upload a file, or ?session_id=<MONAI Label session>")
     if label:
         raise HTTPException(400, "this server's tasks take no label file (scribbles); send prompts in params")
-    if output == ResultType.dicom_seg:
-        raise HTTPException(400, "output=dicom_seg is not served here; ask for output=image, json or all")
+    series_dir = None
+    if output == ResultType.dicom_seg:  # the SEG references the image's DICOM series: find it before any work
+        from medvl.server.dicom_output import source_series_dir
+
+        try:
+            series_dir = source_series_dir(instance.datastore(), image, uploaded=bool(file) or bool(session_id))
+        except ValueError as error:
+            raise HTTPException(400, str(error)) from None
     extra = json_object(params, "params", '{"foreground": [[10, 20, 3]]}')
     check_save_label(request.scope, extra)  # save_label writes the datastore: admin token (medvl.server.auth)
 
@@ -128,10 +136,27 @@ async def run_inference(
     service.jobs.finish(job)
     if isinstance(result, dict) and isinstance(result.get("params"), dict):
         result["params"]["request_id"] = job.id
+    if series_dir is not None:
+        result = await _with_dicom_seg(result, series_dir, background_tasks)
     response = send_response(instance.datastore(), result, output, background_tasks)
     if hasattr(response, "headers"):
         response.headers[REQUEST_ID_HEADER] = job.id
     return response
+
+
+async def _with_dicom_seg(result, series_dir: str, background_tasks: BackgroundTasks):
+    """The result with "dicom_seg": its label file as a DICOM SEG (removed after it is sent)."""
+    from medvl.errors import MedVLError
+    from medvl.server.dicom_output import write_result_seg
+
+    if not isinstance(result, dict):
+        result = {"file": result[0], "params": result[1]} if isinstance(result, tuple) else {"params": result}
+    try:
+        path = await run_in_threadpool(write_result_seg, result, series_dir, str(tmp_dir(app_instance().studies)))
+    except (ValueError, MedVLError) as error:
+        raise HTTPException(400, str(error).splitlines()[0]) from None
+    background_tasks.add_task(remove_file, path)
+    return dict(result, dicom_seg=path)
 
 
 async def _run_cancellable(request: Request, job, fn, *args):

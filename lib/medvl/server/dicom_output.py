@@ -1,0 +1,65 @@
+"""`output=dicom_seg` on `POST /infer/<model>`: the mask as a DICOM SEG referencing the image's series.
+
+MONAI Label clients ask `output=dicom_seg` and expect `application/dicom`. The SEG needs the
+source series, so the image must be a datastore image backed by a DICOM series folder:
+
+- the datastore's image URI is itself a DICOM folder (a DICOMweb datastore that does not convert), or
+- a folder named like the image id sits next to the image file (`<id>.nii.gz` + `<id>/`): the
+  layout of MONAI Label's DICOMweb cache (series folder + its NIfTI), also usable in a local
+  studies folder.
+
+Anything else (an upload, a NIfTI without its series) is a 400 naming the alternative, checked
+before any model work. The task's label file (full or a crop) is placed on the series' grid
+by its geometry (`medvl.geometry`); label names and the engine come from the task's JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+
+logger = logging.getLogger(__name__)
+
+
+def source_series_dir(datastore, image_id: str, uploaded: bool) -> str:
+    """The DICOM series folder behind `image_id`; ValueError (-> 400) when there is none."""
+    from medvl.batch.inputs import _holds_dicom
+    from pathlib import Path
+
+    if uploaded or not image_id:
+        raise ValueError("output=dicom_seg needs ?image=<datastore id> of a DICOM series: an uploaded file has no "
+                         "series for the SEG to reference; ask output=image, json or all")
+    uri = datastore.get_image_uri(image_id) or ""
+    candidates = [Path(uri)] if uri else []
+    if uri and Path(uri).is_file():
+        name = Path(uri).name
+        stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(uri).stem
+        candidates.append(Path(uri).parent / stem)
+    for folder in candidates:
+        if folder.is_dir() and _holds_dicom(folder):
+            return str(folder)
+    raise ValueError(f"output=dicom_seg: image {image_id[:80]!r} is not backed by a DICOM series (no DICOM folder "
+                     f"{'next to ' + os.path.basename(uri) if uri else 'for it'}); ask output=image, json or all")
+
+
+def write_result_seg(result: dict, series_dir: str, out_dir: str | None) -> str:
+    """Write the result's label file as a DICOM SEG on the series' grid; returns the temp file path."""
+    from medvl.dicom.export import label_file_to_seg
+    from medvl.dicom.seg import AlgorithmInfo
+
+    params = result.get("params") or {}
+    path = result.get("file") or result.get("label")
+    if not path or not os.path.exists(path):
+        raise ValueError("output=dicom_seg: the request changed no voxels (no mask file), and a DICOM SEG needs "
+                         "at least one segment")
+    names = {int(v): str(n) for n, v in (params.get("label_names") or {}).items()}
+    engine = params.get("engine") or {}
+    algorithm = AlgorithmInfo(str(engine.get("name") or "medvl"), str(engine.get("model") or ""))
+    fd, out = tempfile.mkstemp(prefix="medvl-seg-", suffix=".dcm", dir=out_dir)
+    os.close(fd)
+    try:
+        return str(label_file_to_seg(path, series_dir, out, names, algorithm))
+    except BaseException:
+        os.unlink(out)
+        raise
