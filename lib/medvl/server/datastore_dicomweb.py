@@ -13,7 +13,7 @@ label back as a DICOM SEG by STOW-RS. This subclass keeps that and:
 - checks a saved label like the folder datastore does: a bounded 3D integer image in the
   image's exact grid (else 400 naming the difference); an empty `final` label is refused
   (a SEG needs a segment);
-- writes the SEG through `medvl.server.pacs.label_to_dicom_seg` (one function to swap);
+- writes the SEG through `medvl.server.pacs.label_to_dicom_seg` (MedVLSlicer's highdicom writer);
 - lists the PACS series in `GET /datastore/?output=all` (the stock one lists only what is
   already cached);
 - refuses `PUT /datastore/image` with 400: images enter through the PACS (STOW-RS, or

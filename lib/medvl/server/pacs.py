@@ -12,10 +12,10 @@ with http:// or https://, as in MONAI Label). Rules:
   (`medvl.server.datastore_dicomweb`), and uploads / reports / batch outputs use it as the
   server's local folder.
 
-`label_to_dicom_seg` is the one place a saved label becomes a DICOM SEG. It uses MONAI
-Label's own conversion for now (`monailabel.datastore.utils.convert.nifti_to_dicom_seg`
-through pydicom-seg, not the dcmqi binary MONAI Label would download); swap its body for
-MedVLSlicer's SEG writer when that lands.
+`label_to_dicom_seg` is the one place a saved label becomes a DICOM SEG: MedVLSlicer's own
+writer (`medvl.dicom.export.label_file_to_seg`, highdicom: one segment per label value with its
+SNOMED CT code, algorithm identification, sparse frames, the series' exact geometry), not MONAI
+Label's conversion (generic codes; its default would download the dcmqi binary).
 """
 
 from __future__ import annotations
@@ -108,9 +108,27 @@ def cache_base(cache_dir: str = "") -> Path:
 def label_to_dicom_seg(series_dir: str, label_file: str, segments: list[dict]) -> str:
     """A DICOM SEG file (temporary; the caller deletes it) of `label_file` on the series in `series_dir`.
 
-    `segments`: one dict per label value in ascending order ({"name": ...}, MONAI Label's
-    `label_info`). "" when the label has no foreground voxel. The conversion is MONAI Label's
-    (pydicom-seg MultiClassWriter); replace the body with MedVLSlicer's writer later."""
-    from monailabel.datastore.utils.convert import nifti_to_dicom_seg
+    `segments`: one dict per label value present, in ascending order ({"name": ...}, MONAI Label's
+    `label_info`), naming each segment. "" when the label has no foreground voxel."""
+    import tempfile
 
-    return nifti_to_dicom_seg(series_dir, label_file, segments, use_itk=False)
+    import numpy as np
+
+    from medvl.dicom.export import label_file_to_seg
+    from medvl.dicom.seg import AlgorithmInfo
+    from medvl.errors import ImageWriteError
+    from medvl.io import read_mask
+
+    values = [int(v) for v in np.unique(read_mask(label_file).array) if v]
+    names = {v: str(seg.get("name") or f"object {v}") for v, seg in zip(values, segments or [])}
+    fd, out = tempfile.mkstemp(prefix="medvl-seg-", suffix=".dcm")
+    os.close(fd)
+    try:
+        return str(label_file_to_seg(label_file, series_dir, out, names,
+                                     AlgorithmInfo("medvl", "saved label", interactive=True)))
+    except ImageWriteError:  # no foreground voxel: nothing to store
+        os.unlink(out)
+        return ""
+    except BaseException:
+        os.unlink(out)
+        raise
