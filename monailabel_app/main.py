@@ -63,6 +63,13 @@ class MedVLApp(MONAILabelApp):
         )
         logger.info("MedVL settings: %s", self.settings)
 
+    def info(self):
+        """MONAI Label's /info, plus what answers: {"medvl": {"engine", "language"}} (language: the
+        offline layer, or the `--conf vlm` checkpoint's family, model and device)."""
+        meta = super().info()
+        meta["medvl"] = {"engine": self.settings.engine, "language": self.settings.language.describe()}
+        return meta
+
     @property
     def studies_tmp(self) -> str:
         """Where uploads wait while they are checked and used (`medvl.server.uploads`)."""
