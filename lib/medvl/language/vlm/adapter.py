@@ -217,23 +217,33 @@ class VLMAdapter:
                     best = (k, b)
         return best[0], best[1], outputs
 
-    def ground(self, volume, target: str, session=None, obj_id: int = 1, slices: list[int] | None = None) -> GroundResult:
-        """Text -> box on a key slice -> voxel box (ITK (i, j, k)) -> session prompt + propagation."""
-        k, box, outputs = self.find_box(volume, target, slices)
-        if box is None:
-            return GroundResult(None, None, None, outputs)
+    def voxel_box(self, volume, k: int, box: Box) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        """A box in slice pixels of axial slice k -> ITK (i, j, k) corners (floor/ceil, margin, clipped)."""
         ni, nj = volume.size_ijk[0], volume.size_ijk[1]
         m = self.settings.box_margin
         c0 = (max(int(np.floor(box.x0)) - m, 0), max(int(np.floor(box.y0)) - m, 0), k)
         c1 = (min(int(np.ceil(box.x1)) + m, ni - 1), min(int(np.ceil(box.y1)) + m, nj - 1), k)
-        if session is None:
-            return GroundResult(None, (c0, c1), k, outputs)
+        return c0, c1
+
+    @staticmethod
+    def propagate_box(volume, box_ijk, session, obj_id: int = 1) -> np.ndarray:
+        """The box as the session's prompt for `obj_id` on `volume`, propagated; the bool (k, j, i) mask."""
         same_image = session.volume is not None and session.volume.array is volume.array and \
             session.volume.geometry == volume.geometry  # e.g. a copy that only overrides the modality
         if not same_image:
             session.set_volume(volume)
         elif obj_id in session.objects:
             session.reset(obj_id)
-        session.add_box(c0, c1, obj_id=obj_id)
+        session.add_box(*box_ijk, obj_id=obj_id)
         session.run_propagation(obj_id)
-        return GroundResult(session.mask(obj_id), (c0, c1), k, outputs)
+        return session.mask(obj_id)
+
+    def ground(self, volume, target: str, session=None, obj_id: int = 1, slices: list[int] | None = None) -> GroundResult:
+        """Text -> box on a key slice -> voxel box (ITK (i, j, k)) -> session prompt + propagation."""
+        k, box, outputs = self.find_box(volume, target, slices)
+        if box is None:
+            return GroundResult(None, None, None, outputs)
+        box_ijk = self.voxel_box(volume, k, box)
+        if session is None:
+            return GroundResult(None, box_ijk, k, outputs)
+        return GroundResult(self.propagate_box(volume, box_ijk, session, obj_id), box_ijk, k, outputs)

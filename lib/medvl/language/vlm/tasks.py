@@ -42,19 +42,19 @@ def solve_with_vlm(volume, grounding, session, settings) -> tuple[np.ndarray, di
     from medvl.errors import EngineError
 
     config: VLMConfig = settings.vlm
-    if session is None:
-        raise EngineError("a VLM box needs an engine session to propagate it (SolveSettings.needs_session)")
     adapter = load_adapter(config)
     target = _target(grounding)
     slices = key_slices(volume, adapter.settings.n_slices)
-    res = adapter.ground(volume, target, session, obj_id=settings.obj_id, slices=slices)
+    res = adapter.ground(volume, target, None, slices=slices)  # the box first: "none" needs no engine
     outputs = {int(k): v[:300] for k, v in res.outputs.items()}
     backend = config.describe()
     if res.box_ijk is None:
         said = next(iter(res.outputs.values()), "")[:80]
         raise NotFoundError(f"{target} not found by {config.model} ({config.family}) on slices "
                             f"{', '.join(map(str, slices))}: no box in its answer {said!r}")
-    mask = np.asarray(res.mask, bool)
+    if session is None:
+        raise EngineError("a VLM box needs an engine session to propagate it (SolveSettings.needs_session)")
+    mask = np.asarray(adapter.propagate_box(volume, res.box_ijk, session, settings.obj_id), bool)
     if not mask.any():
         raise NotFoundError(f"{target}: the engine found nothing inside {config.model}'s box {res.box_ijk} "
                             f"on slice {res.slice_k}")
