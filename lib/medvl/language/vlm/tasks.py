@@ -13,7 +13,9 @@
   text when it is rejected (recorded in `report.narrative_check`).
 - `phrase_answer`: VQA. The deterministic answer's facts and the question go to the VLM with
   key slices of the object; its answer is number-checked the same way against those facts
-  and replaced by the deterministic answer when rejected (recorded in `Answer.check`).
+  (and must quote at least one of them when the deterministic answer does: "none" is no
+  answer to "how large") and replaced by the deterministic answer when rejected (recorded in
+  `Answer.check`).
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ class VLMNarrator:
 def phrase_answer(ans, volume, facts, masks, config: VLMConfig, n_slices: int = 2):
     """`ans` (answerable, from `facts`: ObjectFacts) rephrased by the VLM when its numbers check;
     sets `ans.text`, `ans.backend` and `ans.check`. Returns `ans`."""
-    from medvl.language.narrative import check_in_context, fact_lines
+    from medvl.language.narrative import check_in_context, extract_numbers, fact_lines
     from medvl.language.report import Report
 
     adapter = load_adapter(config)
@@ -120,6 +122,8 @@ def phrase_answer(ans, volume, facts, masks, config: VLMConfig, n_slices: int = 
         ans.check = check
         return ans
     bad = check_in_context(text, facts_report) if text else [{"token": "", "kind": "", "why": "empty answer"}]
+    if not bad and extract_numbers(ans.text) and not extract_numbers(text):  # a measured answer must quote a fact
+        bad = [{"token": "", "kind": "", "why": "quotes none of the measured numbers the question asks for"}]
     if bad:
         check.update(rejected=[{"text": text, "unchecked": [b["token"] for b in bad], "why": bad}], fallback=True)
     else:
