@@ -1,7 +1,7 @@
 """The language layer with a VLM configured, through real tiny checkpoints whose answers are forced
 (`medvl.bench.vlm_tiny`, reply=...): grounding refusals, the number check on VLM reports and answers
 (accepted when every number is a fact, else the deterministic text, recorded), and the CLI entry points
-(`segment --text`, `ask`, `annotate` with `--vlm`) on a 3-slice crop of the sample lung2 CT."""
+(`segment --text`, `ask`, `annotate` with `--vlm`) on a 2-slice crop of the sample lung2 CT."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from medvl.language import NotFoundError, SolveSettings, answer, build_report, g
 from medvl.language.vlm.backend import VLMConfig  # noqa: E402
 from medvl.volume import Volume  # noqa: E402
 
-WINDOW = (19, 22, 310, 422, 300, 428)  # k0, k1, j0, j1, i0, i1 of lung2: 3 slices through its tumour, 128 x 112
+WINDOW = (20, 22, 310, 422, 300, 428)  # k0, k1, j0, j1, i0, i1 of lung2: 2 slices through its tumour, 128 x 112
 
 
 def _crop(volume: Volume, k0, k1, j0, j1, i0, i1) -> Volume:
@@ -52,7 +52,7 @@ def test_none_from_the_model_is_a_not_found_refusal(crop, tmp_path):
     vol, *_ = crop
     cfg = forced(tmp_path, "none")
     with pytest.raises(NotFoundError, match=r"lung nodule or mass not found by forced-qwen3_vl \(qwen3_vl\) on "
-                                            r"slices 1, 0, 2: no box in its answer 'none'"):
+                                            r"slices 0, 1: no box in its answer 'none'"):
         solve(vol, ground_for_volume("nodule", vol), None, SolveSettings(vlm=cfg))
     # the offline grounding's refusals come first, the model is not asked
     with pytest.raises(Exception, match="not understood"):
@@ -85,12 +85,12 @@ def test_vlm_answer_is_number_checked_like_a_narrative(crop, tmp_path):
                settings=SolveSettings(vlm=forced(tmp_path / "a", good, "qwen2_5_vl")))
     d = a.as_dict()
     assert d["answer"] == good and d["language"]["model"] == "forced-qwen2_5_vl" and not d["answer_check"]["fallback"]
-    assert d["answer_check"]["slices"] and set(d["answer_check"]["slices"]) <= {0, 1, 2}  # slices through the mask
+    assert d["answer_check"]["slices"] and set(d["answer_check"]["slices"]) <= {0, 1}  # slices through the mask
     wrong = f"The {f['label']} measures {f['volume_ml'] * 2:.1f} mL."
     a = answer(vol, "How large is the tumour?", {"tumour": lab},
                settings=SolveSettings(vlm=forced(tmp_path / "b", wrong, "qwen2_5_vl")))
     assert a.text == offline.text and a.check["fallback"] and a.check["rejected"][0]["text"] == wrong
-    assert a.as_dict()["language"]["backend"] == "offline"  # the text that came back is the deterministic one
+    assert a.as_dict()["language"]["backend"] == "vlm"  # the backend asked; answer_check: its text was not kept
 
 
 def test_cli_segment_text_with_vlm_box_propagated_by_the_engine(crop, tmp_path, capsys):
@@ -101,15 +101,15 @@ def test_cli_segment_text_with_vlm_box_propagated_by_the_engine(crop, tmp_path, 
     out = tmp_path / "mask.nii.gz"
     assert main(["segment", str(image), "--text", "the tumour", "--vlm", str(ckpt), "--out", str(out)]) == 0
     text = json.loads(capsys.readouterr().out)["text"]
-    assert text["method"] == "vlm+engine" and text["box_ijk"] == [[16, 28, 1], [96, 84, 1]]
+    assert text["method"] == "vlm+engine" and text["box_ijk"] == [[16, 28, 0], [96, 84, 0]]
     assert text["language"] == {"backend": "vlm", "family": "qwen2_5_vl", "model": "q25", "path": str(ckpt.resolve()),
                                 "device": "cpu"}
     mask = read_mask(out)
     assert mask.geometry.same_as(vol.geometry)
     m = mask.array > 0
-    inside = np.zeros_like(m[1])
+    inside = np.zeros_like(m[0])
     inside[28 - 3:84 + 4, 16 - 3:96 + 4] = True
-    assert m[1].any() and (m[1] & ~inside).sum() <= 0.02 * m[1].sum()  # the engine's mask stays in the VLM's box
+    assert m[0].any() and (m[0] & ~inside).sum() <= 0.02 * m[0].sum()  # the engine's mask stays in the VLM's box
     assert m.any(axis=(1, 2)).sum() >= 2  # propagated beyond the key slice
     assert 2 * (m & lab).sum() / (m.sum() + lab.sum()) >= 0.6
 
@@ -129,7 +129,8 @@ def test_cli_errors_are_one_line(crop, tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("error: lung nodule or mass not found by nonebox (qwen3_vl) on slices")
     assert main(["ask", str(image), "How large is the tumour?", "--mask", str(label), "--vlm", str(ckpt)]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["answer_check"]["rejected"][0]["text"] == "none" and out["language"]["backend"] == "offline"
+    assert out["answer_check"]["rejected"][0]["text"] == "none" and out["answer_check"]["fallback"]
+    assert out["language"]["model"] == "nonebox"
     assert "quotes none of the measured numbers" in out["answer_check"]["rejected"][0]["why"][0]["why"]
 
 

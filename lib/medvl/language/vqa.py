@@ -74,8 +74,8 @@ class Answer:
     objects: list[str] = field(default_factory=list)  # names of the objects the answer is about
     facts: list[dict] = field(default_factory=list)  # the facts it quotes (ObjectFacts as dicts)
     grounding: dict | None = None
-    backend: dict = field(default_factory=dict)  # who phrased `text` (VLMConfig.describe()); {} = offline
-    check: dict = field(default_factory=dict)  # VLM answers: numbers checked, rejected text, fallback
+    backend: dict = field(default_factory=dict)  # the language backend asked (VLMConfig.describe()); {} = offline
+    check: dict = field(default_factory=dict)  # VLM answers: slices shown, rejected texts, fallback to `text`
 
     def as_dict(self) -> dict:
         from medvl.language.vlm.backend import OFFLINE

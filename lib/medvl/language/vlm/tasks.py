@@ -102,7 +102,7 @@ class VLMNarrator:
 
 def phrase_answer(ans, volume, facts, masks, config: VLMConfig, n_slices: int = 2):
     """`ans` (answerable, from `facts`: ObjectFacts) rephrased by the VLM when its numbers check;
-    sets `ans.text`, `ans.backend` and `ans.check`. Returns `ans`."""
+    sets `ans.text` (kept when rejected), `ans.backend` and `ans.check`. Returns `ans`."""
     from medvl.language.narrative import check_in_context, extract_numbers, fact_lines
     from medvl.language.report import Report
 
@@ -112,6 +112,7 @@ def phrase_answer(ans, volume, facts, masks, config: VLMConfig, n_slices: int = 
     prompt = (f"These are axial slices of a {volume.modality} scan. Measured facts:\n"
               + "\n".join(fact_lines(facts_report))
               + f"\nQuestion: {ans.question}\nAnswer in one or two sentences from these facts. {RULE}")
+    ans.backend = config.describe()  # the configured backend; `check` says whether its text was kept
     check = {"requested": "vlm", "model": f"{config.model} ({config.family})", "slices": ks, "rejected": [],
              "fallback": False}
     try:
@@ -128,6 +129,5 @@ def phrase_answer(ans, volume, facts, masks, config: VLMConfig, n_slices: int = 
         check.update(rejected=[{"text": text, "unchecked": [b["token"] for b in bad], "why": bad}], fallback=True)
     else:
         ans.text = text
-        ans.backend = config.describe()
     ans.check = check
     return ans
