@@ -71,6 +71,8 @@ class ServerSettings:
             raise ConfigError(f"reports_kept must be >= 1, got {self.reports_kept}")
         if not self.labels or any(not name for name in self.labels):
             raise ConfigError(f"labels must be a comma-separated list of names, got {self.labels!r}")
+        if self.vlm_device.split(":")[0] not in ("cpu", "cuda"):
+            raise ConfigError(f"vlm_device {self.vlm_device!r} is not one of cpu, cuda (or cuda:N)")
         if self.vlm and (self.language.path != str(Path(self.vlm).expanduser().resolve())
                          or self.language.device != self.vlm_device):
             try:  # checked at start: files, family, weight layout, memory (loaded on the first language request)
