@@ -164,11 +164,24 @@ def test_checkpoint_folder_checks_name_folder_files_and_family(tmp_path):
     mixed = vlm_tiny.write_checkpoint("gemma3", tmp_path / "mixed")
     (mixed / "config.json").write_text((good.parent / "good" / "config.json").read_text()
                                        .replace('"qwen2_5_vl"', '"qwen3_vl"'))
-    fails(mixed, "Gemma3ImageProcessor", "not Qwen2VLImageProcessor", "family detected: qwen3_vl")
+    fails(mixed, "Gemma3ImageProcessor", "not Qwen2VLImageProcessor or Qwen3VLImageProcessor",
+          "family detected: qwen3_vl")
     proc = json.loads((mixed / "preprocessor_config.json").read_text())
-    proc["image_processor_type"] = "Qwen2VLImageProcessor"
+    proc["image_processor_type"] = "Qwen2VLImageProcessorFast"  # what released Qwen3-VL folders write: accepted
     (mixed / "preprocessor_config.json").write_text(json.dumps(proc))
     fails(mixed, "no visual. tensors", "not qwen3_vl weights")
+
+
+def test_released_qwen25_processor_name_loads(tmp_path, ct_volume):
+    """Qwen/Qwen2.5-VL-*-Instruct's preprocessor_config.json names "Qwen2_5_VLImageProcessor" (gone from
+    transformers 5): the folder passes the check and loads, with the same packing."""
+    folder = vlm_tiny.write_checkpoint("qwen2_5_vl", tmp_path / "released")
+    proc = json.loads((folder / "preprocessor_config.json").read_text())
+    proc.update(image_processor_type="Qwen2_5_VLImageProcessor", processor_class="Qwen2_5_VLProcessor")
+    (folder / "preprocessor_config.json").write_text(json.dumps(proc))
+    adapter = VLMAdapter.from_dir(VLMConfig.from_path(folder).path)
+    _, seen = adapter.pack([slice_image(ct_volume, 3).image], "x")
+    assert seen == [_expected_seen("qwen2_5_vl", (128, 112))]
 
 
 def _header_len(path) -> int:

@@ -7,7 +7,8 @@
   template (in tokenizer_config.json, chat_template.jinja or chat_template.json - released
   checkpoints use each of these);
 - preprocessor_config.json whose image processor belongs to the family
-  (Qwen2VLImageProcessor* for both Qwen families, Gemma3ImageProcessor* for Gemma 3);
+  (Qwen2VLImageProcessor* for both Qwen families - or the Qwen2_5_VL / Qwen3VL names that
+  released folders write - and Gemma3ImageProcessor* for Gemma 3);
 - weights: model.safetensors, or model.safetensors.index.json with every shard it names
   (pytorch_model.bin[.index.json] accepted, size from the files), whose tensor names carry
   the family's vision tower (`visual.` for Qwen, `vision_tower` + `multi_modal_projector`
@@ -32,8 +33,11 @@ MODEL_TYPES = ("qwen2_5_vl", "qwen3_vl", "gemma3")
 EXPECTED = ("config.json (model_type qwen2_5_vl, qwen3_vl or gemma3), tokenizer.json or tokenizer.model + "
             "tokenizer_config.json with a chat template, preprocessor_config.json, model.safetensors "
             "(or model.safetensors.index.json + its shards)")
-PROCESSORS = {"qwen2_5_vl": "Qwen2VLImageProcessor", "qwen3_vl": "Qwen2VLImageProcessor",
-              "gemma3": "Gemma3ImageProcessor"}
+# image_processor_type prefixes per family: released Qwen2.5-VL folders write "Qwen2_5_VLImageProcessor" (a class
+# transformers 5 dropped; the adapter loads Qwen2VLImageProcessor* by class, which reads the same keys)
+PROCESSORS = {"qwen2_5_vl": ("Qwen2VLImageProcessor", "Qwen2_5_VLImageProcessor"),
+              "qwen3_vl": ("Qwen2VLImageProcessor", "Qwen3VLImageProcessor"),
+              "gemma3": ("Gemma3ImageProcessor",)}
 WEIGHT_MARKERS = {"qwen2_5_vl": ("visual.",), "qwen3_vl": ("visual.",),
                   "gemma3": ("vision_tower", "multi_modal_projector")}
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
@@ -147,7 +151,7 @@ def inspect_checkpoint(path) -> CheckpointInfo:
     proc_type = str(proc.get("image_processor_type", ""))
     if proc_type and not proc_type.startswith(PROCESSORS[family]):
         raise _fail(path, f"preprocessor_config.json has image_processor_type {proc_type!r}, not "
-                          f"{PROCESSORS[family]} as {family} needs (mismatched files)", family)
+                          f"{' or '.join(PROCESSORS[family])} as {family} needs (mismatched files)", family)
     files, total, by_dtype, count, keys = _weights(path, family)
     if keys:
         markers = WEIGHT_MARKERS[family]
