@@ -108,13 +108,14 @@ def test_packed_inputs_follow_each_family_processor_rules(tiny_checkpoint, ct_vo
 
 
 # Box replies in each family's published format, all describing voxels i 16..96, j 28..84 of a 128 x 112 slice:
-# - Qwen2.5-VL: absolute pixels of the resized input, {"bbox_2d": [x1, y1, x2, y2], "label": ...} in a ```json
-#   fence (Qwen2.5-VL technical report, sec. 2.2.1 "absolute coordinates"; QwenLM/Qwen2.5-VL
-#   cookbooks/spatial_understanding.ipynb);
-# - Qwen3-VL: the same JSON with coordinates relative to the image on 0..1000 (QwenLM/Qwen3-VL
-#   cookbooks/2d_grounding.ipynb: "relative coordinates ... scaled to 0-1000");
-# - Gemma 3 / MedGemma: "box_2d": [y1, x1, y2, x2] normalised to 0..1000, the Gemini detection format the
-#   Gemma 3 and MedGemma cards point to (ai.google.dev, "object detection": box_2d [ymin, xmin, ymax, xmax]).
+# - Qwen2.5-VL: absolute pixels of the resized model input, [{"bbox_2d": [x1, y1, x2, y2], "label": ...}] in a
+#   ```json fence (Qwen2.5-VL technical report, arXiv 2502.13923: grounding in absolute coordinates of the input;
+#   QwenLM/Qwen2.5-VL cookbooks/spatial_understanding.ipynb; roboflow/supervision `from_qwen_2_5_vl` takes the
+#   input size to scale them, PR 2015);
+# - Qwen3-VL: the same JSON with coordinates relative to the image on a 0..1000 grid (QwenLM/Qwen3-VL
+#   cookbooks/2d_grounding.ipynb; supervision's `from_qwen_3_vl` scales by resolution 1000 x 1000, PR 2015);
+# - Gemma 3 / MedGemma: "box_2d": [ymin, xmin, ymax, xmax] normalised to 0..1000, the Gemini detection format
+#   (ai.google.dev Gemini API docs, "object detection"; supervision's GOOGLE_GEMINI_2_0 parser).
 def box_reply(family: str, seen_wh: tuple[int, int]) -> str:
     if family == "qwen2_5_vl":
         sw, sh = seen_wh
