@@ -78,6 +78,13 @@ class MedVLApp(MONAILabelApp):
             self.studies = self._pacs.cache_root  # the local folder every route writes to (never the URL)
         logger.info("MedVL settings: %s", self.settings)
 
+    def info(self):
+        """MONAI Label's /info, plus what answers: {"medvl": {"engine", "language"}} (language: the
+        offline layer, or the `--conf vlm` checkpoint's family, model and device)."""
+        meta = super().info()
+        meta["medvl"] = {"engine": self.settings.engine, "language": self.settings.language.describe()}
+        return meta
+
     @property
     def studies_tmp(self) -> str:
         """Where uploads wait while they are checked and used (`medvl.server.uploads`)."""

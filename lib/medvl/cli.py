@@ -102,6 +102,13 @@ def cmd_segment(args) -> int:
     seg_path = args.out if dicom_out else getattr(args, "dicom_seg", None)
     if not dicom_out:
         check_writable(args.out)  # before any model work
+    vlm = None
+    if getattr(args, "text", None):
+        from medvl.cli_language import vlm_config
+
+        vlm = vlm_config(args)  # checked once, before any model work
+    elif getattr(args, "vlm", None):
+        raise UsageError("--vlm applies to --text: give the target as text")
     t0 = time.perf_counter()
     volume = read_volume(args.image, getattr(args, "modality", None), getattr(args, "series", None))
     if seg_path:
@@ -115,12 +122,11 @@ def cmd_segment(args) -> int:
     first = None
     text_info = None
     if getattr(args, "text", None):
-        from medvl.cli_language import segment_from_text
-        from medvl.language.solvers import SolveSettings
+        from medvl.cli_language import _settings, segment_from_text
 
         # the text solver gets its own session: its engine runs must not leak into the prompt objects
-        settings = SolveSettings(refine=args.refine) if args.refine else SolveSettings()  # None: the shared default
-        solver_session = VolumeSession(args.engine, **engine_options(args)) if settings.refine != "hu" else None
+        settings = _settings(args, vlm)  # refine None: the shared default; vlm: the language backend
+        solver_session = VolumeSession(args.engine, **engine_options(args)) if settings.needs_session else None
         mask, text_info = segment_from_text(volume, args.text, solver_session, settings)
         first = time.perf_counter()
     for c0, c1 in boxes:
@@ -157,7 +163,7 @@ def cmd_segment(args) -> int:
         for w in q["warnings"]:
             print(f"warning: object {oid}: {w['name']}: {w['message']}", file=sys.stderr)
     if text_info is not None:
-        summary["text"] = {"prompt": args.text, **_jsonable(text_info)}
+        summary["text"] = {"prompt": args.text, "language": vlm.describe(), **_jsonable(text_info)}
     text = json.dumps(summary, indent=2)
     if getattr(args, "summary", None):
         Path(args.summary).write_text(text + "\n")

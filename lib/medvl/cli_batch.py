@@ -43,9 +43,13 @@ def settings_from_args(args):
 
         raise BatchInputError(f"object name(s) {', '.join(map(repr, dup))} given twice (--text / --prompts)")
     check_writable(f"labels{args.label_format}")
+    from medvl.cli_language import vlm_config
+
+    vlm = vlm_config(args)  # checked once, before any volume (folder, family, memory)
+    narrator = args.narrator or ("vlm" if vlm.enabled else "deterministic")
     return BatchSettings(engine=args.engine, engine_options=engine_options(args), objects=objects,
-                         report=args.report, narrator=args.narrator, refine=args.refine,
-                         label_format=args.label_format)
+                         report=args.report, narrator=narrator, refine=args.refine,
+                         label_format=args.label_format, vlm=vlm)
 
 
 def cmd_annotate(args) -> int:
@@ -75,7 +79,7 @@ def cmd_annotate(args) -> int:
 
 
 def add_annotate_command(subparsers) -> None:
-    from medvl.cli_language import REFINE_HELP
+    from medvl.cli_language import REFINE_HELP, add_vlm_options
 
     p = subparsers.add_parser("annotate", help="batch: annotate every volume of a folder, glob or manifest "
                               "(label maps, reports, status.json, summary.csv/.parquet; resumable; local or Ray)")
@@ -90,12 +94,14 @@ def add_annotate_command(subparsers) -> None:
                    '"space": "voxel|LPS|RAS"}]')
     p.add_argument("--report", action="store_true", help="also write report.json, report.md and overview.png "
                    "(alone: the default report, lungs and nodule on a CT)")
-    p.add_argument("--narrator", default="deterministic", choices=["deterministic", "smollm2"])
+    p.add_argument("--narrator", default=None, choices=["deterministic", "smollm2", "vlm"],
+                   help="default: the --vlm model when given, else deterministic")
     p.add_argument("--refine", default=None, choices=["hu", "engine", "auto"], help=REFINE_HELP)
     p.add_argument("--engine", default="litemedsam")
     p.add_argument("--checkpoint", help="model checkpoint file (sam2)")
     p.add_argument("--sam2-config", help="sam2 config name")
     p.add_argument("--image-size", type=int, help="sam2 input size")
+    add_vlm_options(p)
     p.add_argument("--label-format", default=".nii.gz", choices=[".nii.gz", ".nrrd", ".mha"])
     p.add_argument("--resume", action=__import__("argparse").BooleanOptionalAction, default=True,
                    help="skip volumes whose outputs exist with the same input, prompts, engine and settings "

@@ -9,6 +9,9 @@ here is argument parsing and printing; the work is in `medvl.language`.
     medvl ask IMAGE "How large is the nodule?" [--mask MASK]... [--modality CT|MR]
     medvl segment IMAGE --text "the tumour in the left lung" --out mask.nii.gz [--modality CT|MR]
 
+Each also takes `--vlm DIR [--device cpu|cuda]`: a vision-language checkpoint that grounds the
+text, phrases the report and answers (`medvl.language.vlm`, docs/vlm.md).
+
 `--modality` overrides what the image says (DICOM tag, header) or what is inferred from its
 intensities (`medvl.io.read_volume`); text is grounded among the concepts that apply to that
 modality and the inferred body region (`medvl.language.grounding.ground_for_volume`).
@@ -48,17 +51,44 @@ REFINE_HELP = ("nodule prompts (default: SolveSettings.refine, 'auto', in every 
                "(Dice >= 0.8; best on the sample CTs, costs one encoder pass per slice)")
 
 
-def _settings(args):
+VLM_HELP = ("vision-language checkpoint folder (Qwen2.5-VL, Qwen3-VL or Gemma 3: config.json, tokenizer, "
+            "preprocessor_config.json, safetensors weights): it grounds text, phrases reports and answers; "
+            "default: the offline language layer (docs/vlm.md)")
+
+
+def add_vlm_options(parser) -> None:
+    """Add `--vlm DIR` and `--device cpu|cuda` (the language backend: medvl.language.vlm.backend)."""
+    parser.add_argument("--vlm", default=None, metavar="DIR", help=VLM_HELP)
+    parser.add_argument("--device", default=None, metavar="cpu|cuda",
+                        help="where the --vlm model runs (default: cpu)")
+
+
+def vlm_config(args):
+    """The `VLMConfig` of `--vlm`/`--device`, checked once here (folder, family, memory): CheckpointError
+    is one line. No --vlm: the offline default."""
+    from medvl.language.vlm.backend import VLMConfig
+
+    path, device = getattr(args, "vlm", None), getattr(args, "device", None)
+    if device and not path:
+        from medvl.cli import UsageError
+
+        raise UsageError(f"--device {device} applies to a --vlm checkpoint: give --vlm DIR too")
+    return VLMConfig.from_path(path, device)
+
+
+def _settings(args, vlm=None):
     """SolveSettings from the options; an option left out (None) keeps SolveSettings' default,
-    the one default every entry point shares (segment, report, ask, server, Slicer)."""
+    the one default every entry point shares (segment, report, ask, server, Slicer). `vlm`:
+    the checked `vlm_config(args)` (None: offline)."""
     from medvl.language.solvers import SolveSettings
 
     refine = getattr(args, "refine", None)
-    return SolveSettings(refine=refine) if refine else SolveSettings()
+    extra = {"vlm": vlm} if vlm is not None else {}
+    return SolveSettings(refine=refine, **extra) if refine else SolveSettings(**extra)
 
 
-def _session(args):
-    if _settings(args).refine == "hu":
+def _session(args, settings=None):
+    if not (settings or _settings(args)).needs_session:
         return None
     from medvl.session import VolumeSession
 
@@ -88,35 +118,37 @@ def segment_from_text(volume, prompt: str, session=None, settings=None):
 
 
 def add_text_option(segment_parser) -> None:
-    """Add `--text PROMPT`, `--refine` and `--modality` to the `segment` subcommand's parser."""
+    """Add `--text PROMPT`, `--refine`, `--modality`, `--vlm` and `--device` to the `segment` subcommand's parser."""
     segment_parser.add_argument("--text", metavar="PROMPT",
                                 help='free-text target, e.g. "the tumour in the left lung", "lungs", "bone"')
     segment_parser.add_argument("--refine", default=None, choices=["hu", "engine", "auto"], help=REFINE_HELP)
     add_modality_option(segment_parser)
+    add_vlm_options(segment_parser)
 
 
 def cmd_report(args) -> int:
     from medvl.io import read_volume
     from medvl.language.report import build_report, write_report
 
+    settings = _settings(args, vlm_config(args))
     volume = read_volume(args.image, args.modality, getattr(args, "series", None))
     if getattr(args, "dicom_sr", None):
         from medvl.dicom.export import require_dicom
 
         require_dicom(volume, args.dicom_sr)  # before any model work
     masks = _masks(args.mask, volume)
-    report = build_report(volume, masks, texts=args.text or [], session=_session(args), narrator=args.narrator,
-                          settings=_settings(args))
+    report = build_report(volume, masks, texts=args.text or [], session=_session(args, settings),
+                          narrator=args.narrator, settings=settings)
     paths = write_report(report, volume, args.out)
     if getattr(args, "dicom_sr", None):
         from medvl.dicom.export import write_report_dicom
         from medvl.dicom.seg import AlgorithmInfo
 
-        engine = args.engine if _settings(args).refine != "hu" else "hu"
+        engine = args.engine if settings.refine != "hu" else "hu"
         dicom = write_report_dicom(report, volume, args.dicom_sr, AlgorithmInfo(engine, interactive=False))
         paths.update({"dicom_sr": dicom["sr"], "dicom_seg": dicom["seg"]})
     print(json.dumps({"modality": volume.modality, "modality_source": volume.meta.get("modality_source"),
-                      "impression": report.impression, "narrator": report.narrator,
+                      "impression": report.impression, "narrator": report.narrator, "language": report.language,
                       "narrative_check": report.narrative_check, "notes": report.notes,
                       "objects": [o.name for o in report.objects], "files": {k: str(v) for k, v in paths.items()},
                       "seconds": report.seconds}, indent=2))
@@ -127,8 +159,9 @@ def cmd_ask(args) -> int:
     from medvl.io import read_volume
     from medvl.language.vqa import answer
 
+    settings = _settings(args, vlm_config(args))
     volume = read_volume(args.image, args.modality, getattr(args, "series", None))
-    ans = answer(volume, args.question, _masks(args.mask, volume), session=_session(args), settings=_settings(args))
+    ans = answer(volume, args.question, _masks(args.mask, volume), session=_session(args, settings), settings=settings)
     out = dict(ans.as_dict(), modality=volume.modality, modality_source=volume.meta.get("modality_source"))
     if not args.facts:
         out.pop("facts")
@@ -145,14 +178,16 @@ def add_language_commands(subparsers) -> None:
                      help='object to find from text, e.g. "nodule" (repeatable; default for a CT without masks: '
                           'lungs and nodule)')
     rep.add_argument("--out", required=True, help="output folder")
-    rep.add_argument("--narrator", default="deterministic", choices=["deterministic", "smollm2"],
-                     help="who phrases the narrative; every number is checked against the facts either way")
+    rep.add_argument("--narrator", default=None, choices=["deterministic", "smollm2", "vlm"],
+                     help="who phrases the narrative (default: the --vlm model when given, else deterministic); "
+                          "every number is checked against the facts either way")
     rep.add_argument("--refine", default=None, choices=["hu", "engine", "auto"], help=REFINE_HELP)
     rep.add_argument("--engine", default="litemedsam")
     rep.add_argument("--dicom-sr", metavar="FILE", help="also write a DICOM Comprehensive 3D SR (TID 1500) of the "
                      "findings, and the DICOM SEG it references as FILE.seg.dcm next to it (IMAGE must be a DICOM "
                      "series folder)")
     add_modality_option(rep)
+    add_vlm_options(rep)
     rep.set_defaults(func=cmd_report)
 
     ask = subparsers.add_parser("ask", help="answer a question about the image from measured facts (JSON)")
@@ -163,4 +198,5 @@ def add_language_commands(subparsers) -> None:
     ask.add_argument("--engine", default="litemedsam")
     ask.add_argument("--facts", action="store_true", help="include the quoted facts in the JSON")
     add_modality_option(ask)
+    add_vlm_options(ask)
     ask.set_defaults(func=cmd_ask)

@@ -87,12 +87,13 @@ class PerImageBatchInferTask(BatchInferTask):
         refine = request.get("refine") or self.app.settings.text_refine
         if refine not in ("hu", "engine", "auto"):
             raise BadRequestError(f"refine {one_line(repr(refine))[:40]} must be hu, engine or auto")
-        narrator = request.get("narrator") or "deterministic"
-        if narrator not in ("deterministic", "smollm2"):
-            raise BadRequestError(f"narrator {one_line(repr(narrator))[:40]} must be deterministic or smollm2")
+        language = self.app.settings.language  # the server's --conf vlm (offline when not given)
+        narrator = request.get("narrator") or ("vlm" if language.enabled else "deterministic")
+        if narrator not in ("deterministic", "smollm2", "vlm"):
+            raise BadRequestError(f"narrator {one_line(repr(narrator))[:40]} must be deterministic, smollm2 or vlm")
         service = self.app.service
         return BatchSettings(engine=service.settings.engine, objects=text_objects(texts), report=report,
-                             narrator=narrator, refine=refine, label_format=".nrrd")
+                             narrator=narrator, refine=refine, label_format=".nrrd", vlm=language)
 
     def _run_batch(self, request, datastore) -> dict:
         from medvl.batch.annotator import Annotator

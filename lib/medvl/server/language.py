@@ -19,6 +19,12 @@ maps requests (`medvl.server.protocol.parse_language_request`) onto sessions and
   (`REPORT_ROUTE`, served by `medvl.server.asgi`) of report.json, report.md, overview.png.
 - vqa: `answer(volume, question, masks)` with the masks of the named session objects.
 
+Every reply names the language backend under "language" (`VLMConfig.describe()`: offline, or
+the VLM's family, model and device), as mask replies name the engine. With `--conf vlm DIR`
+the settings carry the checked `VLMConfig` into `SolveSettings.vlm`: text is grounded by the
+VLM's box and the engine, reports are phrased and answers given by the VLM, number-checked.
+The model is loaded on the first language request and kept for the process.
+
 Locks (`medvl.server.sessions`): a request holds its session's lock throughout; every
 language-layer call runs under the language lock (`LanguageService.language_lock`, taken
 after the session lock), because the layer's process-wide caches (sentence encoder,
@@ -80,8 +86,8 @@ class LanguageService:
         def apply(entry: SessionEntry, request: LanguageRequest, obj_id: int, label: str, timer: Timer) -> dict:
             from medvl.language import SolveSettings, solve
 
-            settings = SolveSettings(refine=self._refine(request), obj_id=obj_id)
-            session = self._engine_session(entry) if settings.refine != "hu" else None
+            settings = SolveSettings(refine=self._refine(request), obj_id=obj_id, vlm=self.settings.language)
+            session = self._engine_session(entry) if settings.needs_session else None
             stats0 = entry.session.stats()
 
             def run():
@@ -97,7 +103,7 @@ class LanguageService:
                 "understood_as": grounding.message(), "grounding": grounding.as_dict(),
                 "solver": {k: v for k, v in result.info.items() if k != "grounding"},
                 "encoder_passes": stats1.get("encoder_passes", 0) - stats0.get("encoder_passes", 0),
-                "engine_seconds": round(timer.get("solve"), 4),
+                "engine_seconds": round(timer.get("solve"), 4), "language": self.settings.language.describe(),
             }
 
         return self.service.serve_mask(request, apply, image_path, image_id, out_path, monai_session_id, timer, t0)
@@ -114,11 +120,11 @@ class LanguageService:
         with self.service.held(request, image_path, image_id, monai_session_id, timer) as (entry, key):
             masks = self._masks(entry, request, timer)
             scratch = _free_obj_id(entry)
-            settings = SolveSettings(refine=self._refine(request), obj_id=scratch)
-            session = self._engine_session(entry) if settings.refine != "hu" else None
+            settings = SolveSettings(refine=self._refine(request), obj_id=scratch, vlm=self.settings.language)
+            session = self._engine_session(entry) if settings.needs_session else None
             with timer.stage("solve"):
                 report = self._locked(_forgetting(entry, scratch, build_report), _volume(entry, request), masks,
-                                      texts=request.texts, session=session, narrator=request.narrator,
+                                      texts=request.texts, session=session, narrator=request.narrator or None,
                                       settings=settings, timer=timer)
             report_id = uuid.uuid4().hex[:12]
             with timer.stage("write"):
@@ -128,7 +134,7 @@ class LanguageService:
                 "report": report.to_markdown(), "report_json": report.to_dict(), "report_id": report_id,
                 "files": {kind: REPORT_ROUTE.format(report_id=report_id, name=name)
                           for kind, name in REPORT_FILES.items()},
-                "objects": sorted(masks), "session": self._session_info(entry, key),
+                "objects": sorted(masks), "session": self._session_info(entry, key), "language": report.language,
             }
         info["latencies"] = latencies(timer, time.perf_counter() - t0)
         return None, _ignored(info, request)
@@ -152,8 +158,8 @@ class LanguageService:
         with self.service.held(request, image_path, image_id, monai_session_id, timer) as (entry, key):
             masks = self._masks(entry, request, timer) if request.objects else {}
             scratch = _free_obj_id(entry)
-            settings = SolveSettings(refine=self._refine(request), obj_id=scratch)
-            session = self._engine_session(entry) if settings.refine != "hu" else None
+            settings = SolveSettings(refine=self._refine(request), obj_id=scratch, vlm=self.settings.language)
+            session = self._engine_session(entry) if settings.needs_session else None
             with timer.stage("solve"):
                 ans = self._locked(_forgetting(entry, scratch, answer), _volume(entry, request), request.question,
                                    masks,

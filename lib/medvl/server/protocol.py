@@ -52,7 +52,8 @@ Language tasks (`medvl.server.language`), same session keys (`client_id`, MONAI 
 - `medvl_report`: `obj_id` and/or `label` (one or a list) - session objects to report on
   (none named: every object of the session); `text` (one or a list) - prompts solved and
   reported too; neither and no objects: the default chest prompts. `narrator`
-  "deterministic" | "smollm2". No file; the JSON carries `report` (markdown text),
+  "deterministic" | "smollm2" | "vlm" (default: "vlm" when the server has `--conf vlm`, else
+  "deterministic"). No file; the JSON carries `report` (markdown text),
   `report_json` (the facts: report.json) and `files` (GET URLs of report.json,
   report.md, overview.png).
 - `medvl_vqa`: `question` (required); `obj_id` / `label` - session objects whose masks
@@ -80,7 +81,7 @@ TEXT, QUESTION, REFINE, NARRATOR = "text", "question", "refine", "narrator"  # l
 MODALITY = "modality"  # language tasks: "CT" | "MR" overrides the image's (medvl.io.MODALITIES)
 MODALITIES = ("CT", "MR")
 REFINE_MODES = ("hu", "engine", "auto")  # medvl.language.solvers.REFINE_MODES, without importing it
-NARRATORS = ("deterministic", "smollm2")
+NARRATORS = ("deterministic", "smollm2", "vlm")
 
 
 class BadRequestError(MedVLError):
@@ -134,7 +135,7 @@ class LanguageRequest:
     label: str | None = None  # text: the object the result becomes
     obj_id: int | None = None  # text: the same by id
     refine: str | None = None  # None -> the server's `text_refine`
-    narrator: str = "deterministic"
+    narrator: str | None = None  # None: the server's VLM when configured, else deterministic
     modality: str | None = None  # "CT" / "MR": overrides the image's modality; None: read or inferred
     expect_session: str | None = None
     client_id: str = ""
@@ -152,8 +153,8 @@ def parse_language_request(params: dict, task: str) -> LanguageRequest:
     refine = params.get(REFINE)
     if refine is not None and refine not in REFINE_MODES:
         raise BadRequestError(f"refine {refine!r} is not one of {', '.join(REFINE_MODES)}")
-    narrator = str(params.get(NARRATOR) or "deterministic")
-    if narrator not in NARRATORS:
+    narrator = str(params[NARRATOR]) if params.get(NARRATOR) else None
+    if narrator is not None and narrator not in NARRATORS:
         raise BadRequestError(f"narrator {narrator!r} is not one of {', '.join(NARRATORS)}")
     modality = params.get(MODALITY)
     if modality is not None:

@@ -6,6 +6,10 @@ turns them into typed fields here and nowhere else. Pairs named after the chosen
 `engine_conf` and checked here by the engine's parser (`medvl.engines`). Other keys this
 app does not know are logged and ignored, because MONAI Label itself passes some (e.g.
 `server_mode`).
+
+`vlm DIR` (with `vlm_device cpu|cuda`) names a vision-language checkpoint; it is checked here,
+at start (`VLMConfig.from_path`: files, family, weight layout, free memory), so a bad folder
+stops the server with one line instead of failing the first request.
 """
 
 from __future__ import annotations
@@ -13,8 +17,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, fields
 
+from pathlib import Path
+
 from medvl.engines import ENGINES, engine_options_from_conf
 from medvl.errors import EngineError, MedVLError
+from medvl.language.vlm.backend import VLMConfig
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +48,10 @@ class ServerSettings:
     max_upload_mb: int = 1024  # largest upload (image or label file, as sent); bigger bodies get HTTP 413
     max_voxels: int = 512 * 512 * 2048  # largest image an upload may declare (voxels; data <= 4 bytes each)
     pacs_cache: str = ""  # --studies <DICOMweb URL>: series cache (a folder per URL); "" = ~/.cache/medvl/dicomweb
+    vlm: str = ""  # vision-language checkpoint folder (Qwen2.5-VL, Qwen3-VL, Gemma 3; docs/vlm.md); "" = offline
+    vlm_device: str = field(default_factory=lambda: _shared_vlm_device())  # where the VLM runs: cpu / cuda
     engine_conf: tuple[tuple[str, str], ...] = ()  # the engine's own --conf pairs ("<engine>_...", e.g. sam2_config)
+    language: VLMConfig = field(default_factory=VLMConfig)  # the checked language backend (from vlm, vlm_device)
 
     def __post_init__(self):
         if self.engine not in ENGINES:
@@ -62,6 +72,14 @@ class ServerSettings:
             raise ConfigError(f"reports_kept must be >= 1, got {self.reports_kept}")
         if not self.labels or any(not name for name in self.labels):
             raise ConfigError(f"labels must be a comma-separated list of names, got {self.labels!r}")
+        if self.vlm_device.split(":")[0] not in ("cpu", "cuda"):
+            raise ConfigError(f"vlm_device {self.vlm_device!r} is not one of cpu, cuda (or cuda:N)")
+        if self.vlm and (self.language.path != str(Path(self.vlm).expanduser().resolve())
+                         or self.language.device != self.vlm_device):
+            try:  # checked at start: files, family, weight layout, memory (loaded on the first language request)
+                object.__setattr__(self, "language", VLMConfig.from_path(self.vlm, self.vlm_device))
+            except EngineError as exc:
+                raise ConfigError(f"--conf vlm: {exc}") from None
 
     def engine_options(self) -> dict:
         """Options for `medvl.engines.get_engine(self.engine, ...)` from `engine_conf`."""
@@ -77,7 +95,7 @@ class ServerSettings:
     @classmethod
     def keys(cls) -> tuple[str, ...]:
         """The `--conf` keys (engine_conf is filled from the engine's own "<engine>_..." keys)."""
-        return tuple(f.name for f in fields(cls) if f.name != "engine_conf")
+        return tuple(f.name for f in fields(cls) if f.name not in ("engine_conf", "language"))
 
     @classmethod
     def from_conf(cls, conf: dict | None) -> "ServerSettings":
@@ -109,6 +127,11 @@ def _parse(key: str, raw):
         kind = type(default).__name__
         raise ConfigError(f"--conf {key} {raw!r}: expected {kind}, e.g. --conf {key} {default}") from None
     return text
+
+
+def _shared_vlm_device() -> str:
+    """The one default of the VLM device (medvl.language.vlm.backend.VLMConfig), shared with the CLI."""
+    return VLMConfig().device
 
 
 def _shared_refine() -> str:

@@ -20,6 +20,12 @@ class _LanguageInferTask(InferTask):
         return True
 
     @staticmethod
+    def backend(service) -> str:
+        """The language backend as the task descriptions name it (as the interactive task names its engine)."""
+        lang = service.settings.language
+        return f"VLM {lang.model} ({lang.family}, {lang.device})" if lang.enabled else "offline"
+
+    @staticmethod
     def _session_name(request) -> str | None:
         return (request.get("session") or {}).get("name")
 
@@ -27,7 +33,8 @@ class _LanguageInferTask(InferTask):
 class TextInferTask(_LanguageInferTask):
     def __init__(self, service, labels):
         super().__init__(service, InferType.SEGMENTATION,
-                         "Free text (e.g. 'the nodule in the right lung', 'lungs', 'bone') -> 3D mask (medvl)",
+                         "Free text (e.g. 'the nodule in the right lung', 'lungs', 'bone') -> 3D mask "
+                         f"(medvl, language {self.backend(service)})",
                          {"text": "", "refine": service.settings.text_refine, "result_extension": ".nrrd"},
                          labels={name: n for n, name in enumerate(labels, start=1)})
 
@@ -40,7 +47,8 @@ class ReportInferTask(_LanguageInferTask):
     def __init__(self, service):
         super().__init__(service, InferType.OTHERS,
                          "Structured report (facts, impression, narrative, overview image) of the session's "
-                         "objects and text prompts (medvl)", {"text": "", "narrator": "deterministic"})
+                         f"objects and text prompts (medvl, language {self.backend(service)})",
+                         {"text": "", "narrator": "vlm" if service.settings.language.enabled else "deterministic"})
 
     def __call__(self, request):
         return self.service.report(request, request["image"], request["image_id"], self._session_name(request))
@@ -49,7 +57,8 @@ class ReportInferTask(_LanguageInferTask):
 class VqaInferTask(_LanguageInferTask):
     def __init__(self, service):
         super().__init__(service, InferType.OTHERS,
-                         "Question about the image and its findings -> answer from measured facts (medvl)",
+                         "Question about the image and its findings -> answer from measured facts "
+                         f"(medvl, language {self.backend(service)})",
                          {"question": ""})
 
     def __call__(self, request):

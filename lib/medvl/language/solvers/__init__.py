@@ -17,6 +17,10 @@ a registered template, cached per volume) and "mr_lesion" (abnormal region vs th
 tissue model and midline mirror). They take `(volume, grounding, session, settings)` and need
 no CT anatomy.
 
+With a VLM configured (`SolveSettings.vlm`), every understood concept is solved by the VLM
+instead: it is asked for a box on key slices, the box becomes a session prompt and the engine
+propagates it (`medvl.language.vlm.tasks.solve_with_vlm`); "none" is a NotFoundError.
+
 Masks are bool numpy (k, j, i) in the volume's grid.
 """
 
@@ -34,6 +38,7 @@ from medvl.language.grounding import Grounding
 from medvl.language.solvers import brain as _brain
 from medvl.language.solvers import nodule as _nodule
 from medvl.language.solvers.anatomy import CTAnatomy, anatomy_for, require_ct
+from medvl.language.vlm.backend import VLMConfig
 from medvl.metrics import dice
 from medvl.volume import Volume
 
@@ -50,6 +55,12 @@ class SolveSettings:
     obj_id: int = 1  # session object used for refinement
     nodule: _nodule.NoduleSettings = field(default_factory=_nodule.NoduleSettings)
     brain: _brain.BrainSettings = field(default_factory=_brain.BrainSettings)  # atlas registration, MR lesion
+    vlm: VLMConfig = field(default_factory=VLMConfig)  # language backend: offline (default) or a VLM checkpoint
+
+    @property
+    def needs_session(self) -> bool:
+        """True when solving uses the engine: refinement, or a VLM's box that the engine propagates."""
+        return self.refine != "hu" or self.vlm.enabled
 
 
 @dataclass
@@ -138,7 +149,11 @@ def solve(volume: Volume, grounding: Grounding, session=None, settings: SolveSet
         raise SolverError(f"refine={settings.refine!r}: choose one of {', '.join(REFINE_MODES)}")
     concept = grounding.concept
     t0 = time.perf_counter()
-    if concept.solver in VOLUME_SOLVERS:
+    if settings.vlm.enabled:  # the VLM's box on a key slice, propagated by the engine (medvl.language.vlm.tasks)
+        from medvl.language.vlm.tasks import solve_with_vlm
+
+        mask, info = solve_with_vlm(volume, grounding, session, settings)
+    elif concept.solver in VOLUME_SOLVERS:
         mask, info = VOLUME_SOLVERS[concept.solver](volume, grounding, session, settings)
     else:
         require_ct(volume, concept.label)

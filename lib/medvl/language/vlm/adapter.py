@@ -34,14 +34,12 @@ from medvl.language.vlm.parsing import Box, parse_boxes
 
 log = logging.getLogger(__name__)
 
-MODEL_TYPES = {"qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl", "gemma3": "gemma3"}
-
 GROUND_PROMPTS = {
-    "qwen2_5_vl": 'Locate the {target} in this CT slice and output its bbox coordinates in JSON format, '
+    "qwen2_5_vl": 'Locate the {target} in this {modality} slice and output its bbox coordinates in JSON format, '
                   'like [{{"bbox_2d": [x1, y1, x2, y2], "label": "{target}"}}]. If it is not visible, answer "none".',
-    "qwen3_vl": 'Locate the {target} in this CT slice and output its bbox coordinates in JSON format, '
+    "qwen3_vl": 'Locate the {target} in this {modality} slice and output its bbox coordinates in JSON format, '
                 'like [{{"bbox_2d": [x1, y1, x2, y2], "label": "{target}"}}]. If it is not visible, answer "none".',
-    "gemma3": 'Detect the {target} in this CT slice. Output a JSON list with "box_2d" as [y1, x1, y2, x2] '
+    "gemma3": 'Detect the {target} in this {modality} slice. Output a JSON list with "box_2d" as [y1, x1, y2, x2] '
               'normalised to 0-1000 and "label". If it is not visible, answer "none".',
 }
 DESCRIBE_PROMPT = "These are axial slices of a {modality} scan. {question}"
@@ -84,6 +82,17 @@ def _image_processor_class(family: str):
     raise EngineError(f"transformers {transformers.__version__} has no image processor for {family}")
 
 
+def _chat_template(path: Path) -> str:
+    """The chat template of a checkpoint that keeps it beside the tokenizer (chat_template.jinja,
+    or the processor's chat_template.json as Qwen2.5-VL and Gemma 3 releases do)."""
+    if (path / "chat_template.jinja").is_file():
+        return (path / "chat_template.jinja").read_text()
+    if (path / "chat_template.json").is_file():
+        return json.loads((path / "chat_template.json").read_text())["chat_template"]
+    raise EngineError(f"VLM checkpoint {path}: no chat template (tokenizer_config.json, chat_template.jinja or "
+                      "chat_template.json)")
+
+
 def _model_class(family: str):
     import transformers
 
@@ -109,22 +118,25 @@ class VLMAdapter:
 
     @classmethod
     def from_dir(cls, path, settings: VLMSettings = VLMSettings(), device: str = "cpu", dtype=None) -> "VLMAdapter":
-        """Load a checkpoint folder (config.json, tokenizer, preprocessor_config.json, weights)."""
+        """Load a checkpoint folder (config.json, tokenizer, preprocessor_config.json, weights),
+        checked first by `checkpoint.inspect_checkpoint` (CheckpointError: one line).
+
+        The weights load straight from the safetensors files in their stored dtype
+        (`dtype="auto"`), onto `device` (cuda: placed there while loading, not copied after)."""
         from transformers import AutoTokenizer
 
-        path = Path(path)
-        cfg_file = path / "config.json"
-        if not cfg_file.is_file():
-            raise EngineError(f"{path} is not a checkpoint folder: config.json missing")
-        model_type = json.loads(cfg_file.read_text()).get("model_type", "")
-        family = MODEL_TYPES.get(model_type)
-        if family is None:
-            raise EngineError(f"{path}: model_type {model_type!r} is not supported; "
-                              f"use a {', '.join(MODEL_TYPES)} checkpoint")
+        from medvl.language.vlm.checkpoint import inspect_checkpoint
+
+        info = inspect_checkpoint(path)
+        path, family = info.path, info.family
         tokenizer = AutoTokenizer.from_pretrained(str(path))
+        if not getattr(tokenizer, "chat_template", None):
+            tokenizer.chat_template = _chat_template(path)
         image_processor = _image_processor_class(family).from_pretrained(str(path))
-        kwargs = {"dtype": dtype} if dtype is not None else {}
-        model = _model_class(family).from_pretrained(str(path), **kwargs).to(device)
+        kwargs = {"dtype": dtype if dtype is not None else "auto"}
+        if device != "cpu":
+            kwargs["device_map"] = device
+        model = _model_class(family).from_pretrained(str(path), **kwargs)
         return cls(model, tokenizer, image_processor, family, settings)
 
     # -- input packing --------------------------------------------------------------
@@ -197,7 +209,7 @@ class VLMAdapter:
         best, outputs = (None, None), {}
         for k in slices if slices is not None else key_slices(volume, self.settings.n_slices):
             si: SliceImage = slice_image(volume, k, self.settings.ct_window)
-            gen = self.generate([si.image], GROUND_PROMPTS[self.family].format(target=target))
+            gen = self.generate([si.image], GROUND_PROMPTS[self.family].format(target=target, modality=volume.modality))
             outputs[k] = gen.text
             boxes = parse_boxes(gen.text, self.family, gen.seen_sizes[0], si.image.size)
             for b in boxes:
@@ -205,21 +217,33 @@ class VLMAdapter:
                     best = (k, b)
         return best[0], best[1], outputs
 
+    def voxel_box(self, volume, k: int, box: Box) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        """A box in slice pixels of axial slice k -> ITK (i, j, k) corners (floor/ceil, margin, clipped)."""
+        ni, nj = volume.size_ijk[0], volume.size_ijk[1]
+        m = self.settings.box_margin
+        c0 = (max(int(np.floor(box.x0)) - m, 0), max(int(np.floor(box.y0)) - m, 0), k)
+        c1 = (min(int(np.ceil(box.x1)) + m, ni - 1), min(int(np.ceil(box.y1)) + m, nj - 1), k)
+        return c0, c1
+
+    @staticmethod
+    def propagate_box(volume, box_ijk, session, obj_id: int = 1) -> np.ndarray:
+        """The box as the session's prompt for `obj_id` on `volume`, propagated; the bool (k, j, i) mask."""
+        same_image = session.volume is not None and session.volume.array is volume.array and \
+            session.volume.geometry == volume.geometry  # e.g. a copy that only overrides the modality
+        if not same_image:
+            session.set_volume(volume)
+        elif obj_id in session.objects:
+            session.reset(obj_id)
+        session.add_box(*box_ijk, obj_id=obj_id)
+        session.run_propagation(obj_id)
+        return session.mask(obj_id)
+
     def ground(self, volume, target: str, session=None, obj_id: int = 1, slices: list[int] | None = None) -> GroundResult:
         """Text -> box on a key slice -> voxel box (ITK (i, j, k)) -> session prompt + propagation."""
         k, box, outputs = self.find_box(volume, target, slices)
         if box is None:
             return GroundResult(None, None, None, outputs)
-        ni, nj = volume.size_ijk[0], volume.size_ijk[1]
-        m = self.settings.box_margin
-        c0 = (max(int(np.floor(box.x0)) - m, 0), max(int(np.floor(box.y0)) - m, 0), k)
-        c1 = (min(int(np.ceil(box.x1)) + m, ni - 1), min(int(np.ceil(box.y1)) + m, nj - 1), k)
+        box_ijk = self.voxel_box(volume, k, box)
         if session is None:
-            return GroundResult(None, (c0, c1), k, outputs)
-        if session.volume is not volume:
-            session.set_volume(volume)
-        elif obj_id in session.objects:
-            session.reset(obj_id)
-        session.add_box(c0, c1, obj_id=obj_id)
-        session.run_propagation(obj_id)
-        return GroundResult(session.mask(obj_id), (c0, c1), k, outputs)
+            return GroundResult(None, box_ijk, k, outputs)
+        return GroundResult(self.propagate_box(volume, box_ijk, session, obj_id), box_ijk, k, outputs)
