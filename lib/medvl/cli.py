@@ -20,6 +20,7 @@ from medvl.server import add_arguments as add_server_arguments
 from medvl.server import serve as serve_command
 from medvl.bench.interactive import add_arguments as add_interactive_bench_arguments
 from medvl.bench.annotate import add_arguments as add_annotate_bench_arguments
+from medvl.bench.dicom import add_arguments as add_dicom_bench_arguments
 from medvl.bench.language import add_arguments as add_language_bench_arguments
 from medvl.server.bench import add_arguments as add_server_bench_arguments
 from medvl.server.bench_load import add_arguments as add_load_bench_arguments
@@ -227,6 +228,12 @@ def cmd_bench_annotate(args) -> int:
     return run_annotate_bench(args)
 
 
+def cmd_bench_dicom(args) -> int:
+    from medvl.bench.dicom import main as run_dicom_bench
+
+    return run_dicom_bench(args)
+
+
 def cmd_bench_server(args) -> int:
     from medvl.server.bench import run as run_server_bench
 
@@ -289,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "resume time on 24 volumes from the sample scans, local vs Ray (prints JSON)")
     add_annotate_bench_arguments(annotate)
     annotate.set_defaults(func=cmd_bench_annotate)
+    dicom = sub.add_parser("bench-dicom", help="DICOM in/out on lung2: series round trip, SEG vs NIfTI write time, "
+                           "SEG read back by three readers, click -> SEG, SR vs report, broken series (prints JSON)")
+    add_dicom_bench_arguments(dicom)
+    dicom.set_defaults(func=cmd_bench_dicom)
 
     serve = sub.add_parser("serve", help="start the MONAI Label server with the medvl app (loopback by default)")
     add_server_arguments(serve)

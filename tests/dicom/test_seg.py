@@ -16,37 +16,9 @@ from medvl.geometry import Geometry
 from medvl.io import read_volume
 from tests.conftest import make_synthetic_volume
 from tests.dicom.conftest import GEOMETRIES
-from tests.dicom.series_writer import write_series
+from medvl.bench.dicom_series import read_with_highdicom, read_with_pydicom_seg, write_series
 
 ALGO = AlgorithmInfo("litemedsam", "LiteMedSAM")
-
-
-def read_with_highdicom(path, headers) -> np.ndarray:
-    """(k, j, i) segment numbers from highdicom, frames matched to the source instances by UID."""
-    import highdicom as hd
-
-    seg = hd.seg.segread(str(path))
-    return seg.get_pixels_by_source_instance([h.SOPInstanceUID for h in headers], combine_segments=True,
-                                             skip_overlap_checks=True).astype(np.uint8)
-
-
-def read_with_pydicom_seg(path, geometry: Geometry, shape) -> np.ndarray:
-    """(k, j, i) labels from pydicom-seg's MultiClassReader: its image covers only the frames the SEG
-    holds, so it is placed on the series' grid by its own geometry (origin -> index, direction equal)."""
-    import pydicom_seg
-
-    result = pydicom_seg.MultiClassReader().read(pydicom.dcmread(str(path)))
-    image = result.image
-    sub = Geometry.from_sitk(image)
-    assert np.allclose(sub.direction, geometry.direction, atol=1e-5) and np.allclose(sub.spacing, geometry.spacing,
-                                                                                     atol=1e-4)
-    start = geometry.physical_to_index(sub.origin)
-    i0, j0, k0 = np.round(start).astype(int)
-    assert np.allclose(start, (i0, j0, k0), atol=1e-4)
-    out = np.zeros(shape, np.uint8)
-    arr = sitk.GetArrayFromImage(image)
-    out[k0:k0 + arr.shape[0], j0:j0 + arr.shape[1], i0:i0 + arr.shape[2]] = arr
-    return out
 
 
 def _labels(shape, seed=0) -> np.ndarray:

@@ -13,7 +13,7 @@ from medvl.errors import ImageReadError
 from medvl.io import read_volume
 from tests.conftest import make_synthetic_volume
 from tests.dicom.conftest import GEOMETRIES
-from tests.dicom.series_writer import copy_headers_with, write_series
+from medvl.bench.dicom_series import copy_headers_with, write_series
 
 
 @pytest.mark.parametrize("order", ["sorted", "reversed", "shuffled"])

