@@ -35,7 +35,7 @@ import torch
 
 from medvl.language.vlm.adapter import VLMAdapter, VLMSettings, _chat_template, _image_processor_class
 from medvl.language.vlm.images import key_slices, slice_image
-from medvl.language.vlm.segtoken_layout import LAYOUTS, SEG_TOKEN, SegLayout, key_mapping, qwen_config
+from medvl.language.vlm.segtoken_layout import LAYOUTS, SAM2_PREFIX, SEG_TOKEN, SegLayout, key_mapping, qwen_config
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +112,19 @@ class SegTokenModel:
         kwargs = {"dtype": dtype if dtype is not None else "auto"}
         if device != "cpu":
             kwargs["device_map"] = device
-        qwen, loading = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(
-            str(path), config=qwen_config(cfg), key_mapping=key_mapping(layout), output_loading_info=True, **kwargs)
+        verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()  # its report lists the projector and SAM 2 tensors as unexpected
+        try:
+            qwen, loading = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(
+                str(path), config=qwen_config(cfg), key_mapping=key_mapping(layout), output_loading_info=True,
+                **kwargs)
+        finally:
+            transformers.logging.set_verbosity(verbosity)
+        others = sorted(k for k in loading.get("unexpected_keys") or []
+                        if not k.startswith((SAM2_PREFIX, layout.projector_prefix)))
+        if others:
+            log.warning("[SEG]-model %s: %d tensors belong to none of its parts (e.g. %s): ignored", path.name,
+                        len(others), others[0])
         missing = sorted(loading.get("missing_keys") or [])
         if missing:
             raise CheckpointError(f"VLM checkpoint {path}: {len(missing)} Qwen2.5-VL weights missing under "

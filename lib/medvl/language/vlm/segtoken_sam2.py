@@ -90,7 +90,7 @@ def decode_with_embedding(model, fpn: list[torch.Tensor], pos_enc: list[torch.Te
     device = pix.device
     points = (torch.zeros(1, 1, 2, device=device), -torch.ones(1, 1, dtype=torch.int32, device=device))
     sparse, dense = model.sam_prompt_encoder(points=points, boxes=None, masks=None)
-    language = embedding.to(sparse.dtype).reshape(1, 1, -1)
+    language = embedding.to(device=sparse.device, dtype=sparse.dtype).reshape(1, 1, -1)
     sparse = torch.cat([sparse, language], dim=1)
     multimask = model._use_multimask(True, None)
     masks, ious, _, obj_score = model.sam_mask_decoder(
@@ -98,7 +98,7 @@ def decode_with_embedding(model, fpn: list[torch.Tensor], pos_enc: list[torch.Te
         dense_prompt_embeddings=dense, multimask_output=multimask, repeat_image=False,
         high_res_features=high_res if model.use_high_res_features_in_sam else None)
     best = int(torch.argmax(ious[0])) if masks.shape[1] > 1 else 0
-    low_res = masks[:, best:best + 1].float()
+    low_res = masks[:, best:best + 1].float().cpu()
     present = float(obj_score.reshape(-1)[0]) if model.pred_obj_scores else 1.0
     mask = frame.logits_to_slice(low_res)[0, 0] > 0
     if present <= 0:
