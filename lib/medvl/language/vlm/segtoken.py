@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +73,7 @@ class SegTokenModel:
         self.seg_id = seg_id  # token id of [SEG]
         self.sam2_config = sam2_config  # the SAM 2 config its weights matched
         self.name = name  # the folder's name, for messages
-        self._lock = threading.Lock()  # one segmentation at a time per model
+        self._lock = vlm._lock  # one generation at a time per model, [SEG] or chat
 
     # -- the chat model (reports, VQA) --------------------------------------------------
     @property
@@ -144,9 +143,12 @@ class SegTokenModel:
         vlm = self.vlm
         inputs, _ = vlm.pack([image], self.layout.prompt.format(target=target))
         inputs = {k: v.to(vlm.model.device) for k, v in inputs.items()}
+        extra = {}
+        if vlm.model.generation_config.eos_token_id is None:  # a release without generation_config.json
+            extra = {"eos_token_id": vlm.tokenizer.eos_token_id, "pad_token_id": vlm.tokenizer.pad_token_id}
         with torch.inference_mode():
             out = vlm.model.generate(**inputs, max_new_tokens=vlm.settings.max_new_tokens, do_sample=False,
-                                     output_hidden_states=True, return_dict_in_generate=True)
+                                     output_hidden_states=True, return_dict_in_generate=True, **extra)
             seq = out.sequences[0]
             # last layer, every position that was fed: the prompt (step 0), then one token per step
             hidden = torch.cat([step[-1][0] for step in out.hidden_states], dim=0)
@@ -177,11 +179,11 @@ class SegTokenModel:
             else:
                 return SegResult(None, None, None, 0, 0.0, outputs, f"no {SEG_TOKEN} token in its answers")
             state = self.engine.bind(volume, "k")
-            fpn = self.engine._features(state, k)
+            fpn, pos_enc = self.engine.slice_features(state, k)
             key = None
             score = 0.0
             for emb in ans.embeddings:  # one decoder call per [SEG]; the object is their union
-                km = decode_with_embedding(self.engine.model, fpn, state.pos_enc, state.frame, emb)
+                km = decode_with_embedding(self.engine.model, fpn, pos_enc, state.frame, emb)
                 key = km.mask if key is None else key | km.mask
                 score = max(score, km.score)
             if not key.any():
