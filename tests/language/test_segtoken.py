@@ -163,3 +163,15 @@ def test_cli_segment_text_with_a_seg_model(crop, sa2va, tmp_path, capsys):  # no
     written = read_mask(out, like=vol).array > 0
     expected, _ = solve(vol, ground_for_volume("the tumour", vol), None, SolveSettings(vlm=VLMConfig.from_path(sa2va)))
     assert written.any() and np.array_equal(written, expected)
+
+
+def test_questions_reach_the_chat_model_of_the_same_checkpoint(sa2va):
+    """VQA on a [SEG]-model: its chat model answers (forced: "[SEG]" alone, no text once special tokens are
+    dropped), the number check rejects the empty answer and the deterministic one is kept, recorded."""
+    from medvl.language import answer
+
+    vol = make_synthetic_volume((8, 48, 48), radius=6, seed=5)
+    ans = answer(vol, "How large is the lesion?", masks={"lesion": vol.meta["truth"]},
+                 settings=SolveSettings(vlm=VLMConfig.from_path(sa2va)))
+    assert ans.backend["family"] == "segtoken" and ans.check["model"] == "tiny-sa2va (segtoken)"
+    assert ans.check["fallback"] and ans.check["rejected"][0]["text"] == "" and "mL" in ans.text
