@@ -52,7 +52,8 @@ REFINE_HELP = ("nodule prompts (default: SolveSettings.refine, 'auto', in every 
 
 
 VLM_HELP = ("vision-language checkpoint folder (Qwen2.5-VL, Qwen3-VL or Gemma 3: config.json, tokenizer, "
-            "preprocessor_config.json, safetensors weights): it grounds text, phrases reports and answers; "
+            "preprocessor_config.json, safetensors weights; or a [SEG]-model: Sa2VA-Qwen2.5-VL, Citrus-V, "
+            "docs/segtoken.md): it grounds text, phrases reports and answers; "
             "default: the offline language layer (docs/vlm.md)")
 
 

@@ -95,6 +95,13 @@ class Sam2Engine:
             state.encoder_seconds += time.perf_counter() - t0
         return fpn
 
+    @torch.inference_mode()
+    def slice_features(self, state: Sam2State, index: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(FPN features, their position encodings) of one slice, from the feature cache (encoded once);
+        for callers that run SAM 2's heads themselves (the [SEG]-token model's decoder step)."""
+        self._check_index(state, index)
+        return self._features(state, index), state.pos_enc
+
     def _step(self, state: Sam2State, index: int, **kw) -> FrameOut:
         fpn = self._features(state, index)
         out, maskmem_pos = tracking.step(self.model, fpn, state.pos_enc, frame_idx=index,

@@ -218,6 +218,40 @@ def build_model(spec: ModelSpec, seed: int = 0) -> torch.nn.Module:
     return model.to(spec.device).eval()
 
 
+def build_model_from_state(config: str, state: dict[str, torch.Tensor], image_size: int, device: str = "cpu",
+                           source: str = "a state dict") -> torch.nn.Module:
+    """The predictor of `config` (a preset, a .yaml or RANDOM_TINY) holding `state` (tensors named as the
+    `sam2` package names them, e.g. the `grounding_encoder.sam2_model.` part of a Sa2VA / Citrus-V
+    checkpoint with that prefix removed); checked like a .pt file (`check_fit`), eval mode on `device`."""
+    raw = _tiny_dict() if config == RANDOM_TINY else _model_dict(config)
+    model = _instantiate_empty(_apply_overrides(raw, image_size))
+    check_fit(model, state, ModelSpec(config, Path(source), image_size, device))
+    model.load_state_dict(state, strict=True, assign=True)
+    _materialize(model, image_size // 16)
+    return model.to(device).eval()
+
+
+def config_for_state(state: dict[str, torch.Tensor], first: tuple[str, ...] = ()) -> str | None:
+    """The config whose weights have exactly the names and shapes of `state` (configs in `first` are
+    tried first, then every preset, then RANDOM_TINY), or None."""
+    order = list(dict.fromkeys([*first, *(n for n in PRESETS if n != "medsam2"), RANDOM_TINY]))
+    patch = state.get("image_encoder.trunk.patch_embed.proj.weight")
+    for name in order:
+        if name not in PRESETS and name != RANDOM_TINY:
+            continue
+        trunk = (_tiny_dict() if name == RANDOM_TINY else _model_dict(name))["image_encoder"]["trunk"]
+        if patch is not None and int(trunk.get("embed_dim", 96)) != patch.shape[0]:
+            continue  # the Hiera width differs: no need to build this config to compare
+        if name == RANDOM_TINY:
+            shapes = {k: tuple(v.shape) for k, v in
+                      _instantiate_empty(_apply_overrides(_tiny_dict(), 64)).state_dict().items()}
+        else:
+            shapes = _preset_shapes(name)
+        if not any(_mismatch(shapes, state)):
+            return name
+    return None
+
+
 def write_random_checkpoint(path: Path, config: str, image_size: int, seed: int = 0) -> Path:
     """TESTS AND BENCHMARKS ONLY: the random weights `build_model` gives `config` (a preset or
     RANDOM_TINY), saved as a SAM 2-style .pt ({"model": state_dict}) at `path`."""

@@ -1,5 +1,6 @@
 """Real vision-language backends (Qwen2.5-VL / Qwen3-VL, Gemma 3) from local checkpoints:
-key slices as images, prompts, box parsing -> voxel indices -> engine propagation.
+key slices as images, prompts, box parsing -> voxel indices -> engine propagation; and the
+[SEG]-token models (Sa2VA-Qwen2.5-VL, Citrus-V: `segtoken.SegTokenModel`, docs/segtoken.md).
 
 The setting (`VLMConfig`, one for every entry point), the folder checks and the tasks the
 language layer runs on a configured VLM: docs/vlm.md."""

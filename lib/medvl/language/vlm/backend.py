@@ -2,7 +2,9 @@
 
 One setting for every entry point (STYLE rules 5 and 11): `VLMConfig()` (the default) is the
 offline language layer (rules, sentence encoder, HU/atlas solvers, template text);
-`VLMConfig.from_path(DIR, device)` names a Qwen2.5-VL, Qwen3-VL or Gemma 3 checkpoint folder.
+`VLMConfig.from_path(DIR, device)` names a Qwen2.5-VL, Qwen3-VL or Gemma 3 checkpoint folder,
+or a [SEG]-token model (Sa2VA-Qwen2.5-VL, Citrus-V: family "segtoken", `segtoken.SegTokenModel`,
+whose [SEG] hidden state prompts SAM 2 instead of a box; docs/segtoken.md).
 The CLI builds it from `--vlm DIR --device cpu|cuda`, the server from `--conf vlm DIR`
 (`--conf vlm_device cuda`), batch runs carry it in `BatchSettings`; the language layer
 receives it inside `SolveSettings.vlm`.
@@ -36,7 +38,7 @@ OFFLINE = {"backend": "offline", "model": "medvl rules + all-MiniLM-L6-v2 ground
 class VLMConfig:
     path: str = ""  # checkpoint folder; "" = the offline language layer (no VLM)
     device: str = "cpu"  # where the VLM runs: "cpu" or "cuda" (also "cuda:N")
-    family: str = ""  # detected by from_path: qwen2_5_vl / qwen3_vl / gemma3
+    family: str = ""  # detected by from_path: qwen2_5_vl / qwen3_vl / gemma3 / segtoken
 
     def __post_init__(self):
         if self.device.split(":")[0] not in DEVICES:
@@ -86,8 +88,10 @@ _CACHE_LOCK = threading.Lock()
 
 
 def load_adapter(config: VLMConfig):
-    """The `VLMAdapter` of `config`, loaded on first use and cached per process (path, device)."""
+    """The `VLMAdapter` (a `SegTokenModel` for family "segtoken") of `config`, loaded on first use and
+    cached per process (path, device)."""
     from medvl.language.vlm.adapter import VLMAdapter
+    from medvl.language.vlm.segtoken import SegTokenModel
 
     if not config.enabled:
         raise EngineError("no VLM configured: give --vlm DIR (server: --conf vlm DIR)")
@@ -96,7 +100,8 @@ def load_adapter(config: VLMConfig):
         adapter = _CACHE.get(key)
         if adapter is None:
             t0 = time.perf_counter()
-            adapter = VLMAdapter.from_dir(config.path, device=config.device)
+            loader = SegTokenModel if config.family == SegTokenModel.family else VLMAdapter
+            adapter = loader.from_dir(config.path, device=config.device)
             _CACHE[key] = adapter
             log.info("VLM %s (%s) loaded on %s in %.1f s", config.model, adapter.family, config.device,
                      time.perf_counter() - t0)

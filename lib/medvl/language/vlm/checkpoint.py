@@ -2,7 +2,9 @@
 
 `inspect_checkpoint(path)` reads only small files and the safetensors headers (no weights):
 
-- config.json with a supported `model_type` (qwen2_5_vl, qwen3_vl, gemma3): the family;
+- config.json with a supported `model_type` (qwen2_5_vl, qwen3_vl, gemma3): the family; or a
+  [SEG]-token model (`sa2va_chat`, `citrus_v`: family "segtoken", a Qwen2.5-VL chat model +
+  projector + SAM 2; `segtoken_layout` says which tensors and config it must hold);
 - a tokenizer: tokenizer.json (or tokenizer.model) and tokenizer_config.json, and a chat
   template (in tokenizer_config.json, chat_template.jinja or chat_template.json - released
   checkpoints use each of these);
@@ -30,14 +32,17 @@ from pathlib import Path
 from medvl.errors import EngineError
 
 MODEL_TYPES = ("qwen2_5_vl", "qwen3_vl", "gemma3")
-EXPECTED = ("config.json (model_type qwen2_5_vl, qwen3_vl or gemma3), tokenizer.json or tokenizer.model + "
+SEG_MODEL_TYPES = ("sa2va_chat", "citrus_v")  # [SEG]-token models: family "segtoken" (segtoken_layout)
+EXPECTED = ("config.json (model_type qwen2_5_vl, qwen3_vl, gemma3, or sa2va_chat / citrus_v for a [SEG]-model), "
+            "tokenizer.json or tokenizer.model + "
             "tokenizer_config.json with a chat template, preprocessor_config.json, model.safetensors "
             "(or model.safetensors.index.json + its shards)")
 # image_processor_type prefixes per family: released Qwen2.5-VL folders write "Qwen2_5_VLImageProcessor" (a class
 # transformers 5 dropped; the adapter loads Qwen2VLImageProcessor* by class, which reads the same keys)
 PROCESSORS = {"qwen2_5_vl": ("Qwen2VLImageProcessor", "Qwen2_5_VLImageProcessor"),
               "qwen3_vl": ("Qwen2VLImageProcessor", "Qwen3VLImageProcessor"),
-              "gemma3": ("Gemma3ImageProcessor",)}
+              "gemma3": ("Gemma3ImageProcessor",),
+              "segtoken": ("Qwen2VLImageProcessor", "Qwen2_5_VLImageProcessor")}
 WEIGHT_MARKERS = {"qwen2_5_vl": ("visual.",), "qwen3_vl": ("visual.",),
                   "gemma3": ("vision_tower", "multi_modal_projector")}
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
@@ -53,7 +58,7 @@ class CheckpointError(EngineError):
 @dataclass(frozen=True)
 class CheckpointInfo:
     path: Path
-    family: str  # qwen2_5_vl / qwen3_vl / gemma3
+    family: str  # qwen2_5_vl / qwen3_vl / gemma3 / segtoken
     weight_files: tuple[Path, ...]
     weight_bytes: int  # bytes the tensors take in their stored dtype
     dtypes: tuple[str, ...]  # stored dtypes (safetensors names), most bytes first
@@ -129,7 +134,13 @@ def inspect_checkpoint(path) -> CheckpointInfo:
     except ValueError as err:
         raise _fail(path, f"config.json is not JSON ({err})", None) from None
     model_type = str(cfg.get("model_type", ""))
-    family = model_type if model_type in MODEL_TYPES else None
+    family = model_type if model_type in MODEL_TYPES else "segtoken" if model_type in SEG_MODEL_TYPES else None
+    if family == "segtoken":
+        from medvl.language.vlm.segtoken_layout import config_problem
+
+        problem = config_problem(cfg)
+        if problem:
+            raise _fail(path, f"config.json describes {problem}", None, model_type)
     if family is None:
         raise _fail(path, f"model_type {model_type!r} is not a supported vision-language family", None, model_type)
     have = {p.name for p in path.iterdir()}
@@ -153,7 +164,9 @@ def inspect_checkpoint(path) -> CheckpointInfo:
         raise _fail(path, f"preprocessor_config.json has image_processor_type {proc_type!r}, not "
                           f"{' or '.join(PROCESSORS[family])} as {family} needs (mismatched files)", family)
     files, total, by_dtype, count, keys = _weights(path, family)
-    if keys:
+    if family == "segtoken":
+        _check_segtoken(path, model_type, keys)
+    elif keys:
         markers = WEIGHT_MARKERS[family]
         absent = [m for m in markers if not any(m in k for k in keys)]
         if absent:
@@ -161,6 +174,23 @@ def inspect_checkpoint(path) -> CheckpointInfo:
                               "(mismatched config.json and weights)", family)
     dtypes = tuple(d for d, _ in sorted(by_dtype.items(), key=lambda kv: -kv[1]))
     return CheckpointInfo(path, family, tuple(files), total, dtypes, count)
+
+
+def _check_segtoken(path: Path, model_type: str, keys: list[str]) -> None:
+    """A [SEG]-model's weights hold its three parts, and its tokenizer [SEG] (Sa2VA adds it as a token)."""
+    from medvl.language.vlm.segtoken_layout import LAYOUTS, SEG_TOKEN, weights_problem
+
+    layout = LAYOUTS[model_type]
+    found = f"segtoken ({layout.name})"
+    if not keys:
+        raise _fail(path, "a [SEG]-model's weights must be safetensors (tensor names are checked)", found)
+    problem = weights_problem(layout, keys)
+    if problem:
+        raise _fail(path, problem, found)
+    if model_type == "sa2va_chat":
+        tok = path / "tokenizer.json"
+        if tok.is_file() and f'"{SEG_TOKEN}"' not in tok.read_text(errors="replace"):
+            raise _fail(path, f"tokenizer.json has no {SEG_TOKEN} token (Sa2VA adds it to the tokenizer)", found)
 
 
 def available_bytes(device: str) -> int:

@@ -6,7 +6,9 @@
   it through the volume. No box ("none", or nothing parseable) is a `NotFoundError` naming the
   model, the slices asked and what it answered - the refusal the offline solvers give for an
   absent concept. The offline grounding's refusals ("not understood", "not applicable") come
-  first, as always.
+  first, as always. A [SEG]-token model (family "segtoken") answers with `[SEG]` instead of a
+  box: `solve_with_segtoken` decodes it with the checkpoint's own SAM 2 on the key slice and
+  propagates with it; no `[SEG]` is the same "not found" refusal.
 - `VLMNarrator`: the report narrator. The VLM sees key slices (through the lesions, else
   spread over the volume) and the measured facts, and writes the narrative; `narrate`
   checks every number in context exactly as for SmolLM2 and falls back to the deterministic
@@ -44,6 +46,8 @@ def solve_with_vlm(volume, grounding, session, settings) -> tuple[np.ndarray, di
     from medvl.errors import EngineError
 
     config: VLMConfig = settings.vlm
+    if config.family == "segtoken":
+        return solve_with_segtoken(volume, grounding, settings)
     adapter = load_adapter(config)
     target = _target(grounding)
     slices = key_slices(volume, adapter.settings.n_slices)
@@ -62,6 +66,24 @@ def solve_with_vlm(volume, grounding, session, settings) -> tuple[np.ndarray, di
                             f"on slice {res.slice_k}")
     return mask, {"method": "vlm+engine", "backend": backend, "target": target,
                   "box_ijk": [list(c) for c in res.box_ijk], "slice_k": res.slice_k, "vlm_outputs": outputs}
+
+
+def solve_with_segtoken(volume, grounding, settings) -> tuple[np.ndarray, dict]:
+    """(bool (k, j, i) mask, info) of an understood concept by a [SEG]-token model: [SEG] on a key slice ->
+    SAM 2 prompt -> key-slice mask -> SAM 2 propagation (`segtoken.SegTokenModel.segment`)."""
+    config: VLMConfig = settings.vlm
+    model = load_adapter(config)
+    target = _target(grounding)
+    slices = key_slices(volume, model.settings.n_slices)
+    res = model.segment(volume, target, slices)
+    outputs = {int(k): v[:300] for k, v in res.outputs.items()}
+    if res.mask is None:
+        said = next(iter(res.outputs.values()), "")[:80] if res.slice_k is None else res.outputs[res.slice_k][:80]
+        raise NotFoundError(f"{target} not found by {config.model} ({config.family}) on slices "
+                            f"{', '.join(map(str, res.outputs))}: {res.why}; it said {said!r}")
+    return res.mask, {"method": "segtoken+sam2", "backend": config.describe(), "target": target,
+                      "slice_k": res.slice_k, "seg_tokens": res.seg_tokens, "key_score": round(res.score, 3),
+                      "sam2": model.engine.label, "vlm_outputs": outputs}
 
 
 def _images(volume, masks, n: int, ct_window: str):
