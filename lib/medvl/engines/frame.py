@@ -64,4 +64,4 @@ class SliceFrame:
             t = F.interpolate(t, size=(self.size, self.size), mode="bilinear", align_corners=False)
         t = t[..., : self.out_rows, : self.out_cols]
         t = F.interpolate(t, size=(self.rows, self.cols), mode="bilinear", align_corners=False)
-        return t.reshape(*lead, self.rows, self.cols).numpy()
+        return t.reshape(*lead, self.rows, self.cols).float().cpu().numpy()  # a CUDA engine too
