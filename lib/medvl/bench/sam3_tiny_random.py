@@ -73,10 +73,11 @@ def tiny_config(vocab_size: int, bos: int, eos: int):
                    memory_attention_feed_forward_hidden_size=2 * h, memory_encoder_hidden_size=h,
                    memory_encoder_output_channels=64, mask_downsampler_embed_dim=h, memory_fuser_num_layers=1,
                    memory_fuser_embed_dim=h, memory_fuser_intermediate_dim=2 * h, image_size=s)
-    # hotstart buffers outputs for 15 frames in the real config; a short volume keeps 2 here
-    return Sam3VideoConfig(detector_config=detector, tracker_config=tracker, hotstart_delay=2,
-                           hotstart_unmatch_thresh=1, hotstart_dup_thresh=1, score_threshold_detection=0.0,
-                           new_det_thresh=0.0)
+    # random detections never match from slice to slice, so the real config's hotstart (15 frames)
+    # would remove every one: off here; every detection may start an object, at most 3
+    return Sam3VideoConfig(detector_config=detector, tracker_config=tracker, hotstart_delay=0,
+                           hotstart_unmatch_thresh=0, hotstart_dup_thresh=0, score_threshold_detection=0.0,
+                           new_det_thresh=0.0, max_num_objects=3)
 
 
 def write_tiny_random_sam3(folder: str | Path, seed: int = 0, tracker_only: bool = False) -> Path:
