@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -116,19 +117,26 @@ def segment_concept(engine, state, text: str, should_stop=None) -> list[Instance
     return instances
 
 
-def add_concept(session, text: str, axis: str = "k", should_stop=None) -> list[tuple[int, Instance]]:
-    """Each instance of `text` becomes its own object of `session` (free ids, ascending); returns
-    (obj_id, instance) pairs. The session's engine must answer concepts (the sam3 engine)."""
+def add_concept(session, text: str, axis: str = "k", should_stop=None,
+                id_for: Callable[[int], int] | None = None) -> list[tuple[int, Instance]]:
+    """Each instance of `text` becomes its own object of `session`; returns (obj_id, instance)
+    pairs, strongest first. `id_for(n)` names the object id of the n-th instance (0-based; the
+    server maps instance labels to ids); default: the session's free ids, ascending. The
+    session's engine must answer concepts (the sam3 engine)."""
     engine = session.engine
     if not getattr(engine, "concepts", False):
         raise EngineError(f"engine {engine.name!r} does not segment text concepts: use --engine sam3")
     instances = engine.segment_concept(session.engine_state(axis), text, should_stop)
-    free = [oid for oid in range(1, 256) if oid not in session.objects]
-    if len(instances) > len(free):
-        log.warning("sam3 concept %r: %d instances, %d free object ids: keeping the strongest",
-                    text, len(instances), len(free))
+    if id_for is None:
+        free = [oid for oid in range(1, 256) if oid not in session.objects]
+        id_for = free.__getitem__
+        if len(instances) > len(free):
+            log.warning("sam3 concept %r: %d instances, %d free object ids: keeping the strongest",
+                        text, len(instances), len(free))
+            instances = instances[:len(free)]
     out = []
-    for oid, instance in zip(free, instances):
+    for n, instance in enumerate(instances):
+        oid = id_for(n)
         session.set_mask(oid, instance.mask, axis=axis)
         out.append((oid, instance))
     return out
