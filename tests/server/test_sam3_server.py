@@ -81,3 +81,12 @@ def test_sam3_conf_keys_are_its_own():
     assert s.engine_options()["settings"].cache_bytes == 64 * 2**20
     with pytest.raises(ConfigError, match="--conf sam3_size is not a sam3 setting"):
         ServerSettings.from_conf({"engine": "sam3", "sam3_size": "1"})
+
+
+def test_medvl_serve_refuses_a_bad_sam3_folder_before_starting(tmp_path, capsys):
+    from medvl.cli import main
+
+    code = main(["serve", "--studies", str(tmp_path), "--conf", "engine", "sam3", "--conf", "checkpoint",
+                 str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and f"{tmp_path} has no config.json" in err[0]
