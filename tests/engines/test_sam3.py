@@ -87,6 +87,10 @@ def test_shared_backbone_tracker_matches_the_stock_tracker_load(folder):
     assert np.array_equal(ours.mask, theirs.mask) and ours.score == pytest.approx(theirs.score, abs=1e-5)
     n_ours = sum(p.numel() for p in ours_tracker.parameters())
     assert n_ours == sum(p.numel() for p in stock.parameters()), "same modules, same weights"
+    video = engine.models.video
+    ours_backbone = {p.data_ptr() for p in ours_tracker.vision_encoder.backbone.parameters()}
+    assert ours_backbone == {p.data_ptr() for p in video.detector_model.vision_encoder.backbone.parameters()}, \
+        "the ViT backbone is held once, shared by detector and tracker"
 
 
 def test_text_concept_instances_are_objects_tracked_both_ways(folder):

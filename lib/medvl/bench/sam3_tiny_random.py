@@ -49,12 +49,14 @@ def write_tiny_tokenizer(folder: Path) -> int:
     return len(vocab)
 
 
-def tiny_config(vocab_size: int, bos: int, eos: int):
-    """A `Sam3VideoConfig` with every module shrunk (same classes, same key names)."""
+def tiny_config(vocab_size: int, bos: int, eos: int, vit_hidden: int = VIT_HIDDEN, vit_layers: int = 2):
+    """A `Sam3VideoConfig` with every module shrunk (same classes, same key names); `vit_hidden`
+    and `vit_layers` scale the backbone up (the memory benchmark's 500 MB folder)."""
     from transformers import Sam3VideoConfig
 
     s, h = IMAGE_SIZE, HIDDEN
-    vit = dict(model_type="sam3_vit_model", hidden_size=VIT_HIDDEN, intermediate_size=2 * VIT_HIDDEN, num_hidden_layers=2,
+    vit = dict(model_type="sam3_vit_model", hidden_size=vit_hidden, intermediate_size=2 * vit_hidden,
+               num_hidden_layers=vit_layers,
                num_attention_heads=2, image_size=s, patch_size=PATCH, window_size=2, global_attn_indexes=[1],
                pretrain_image_size=2 * PATCH)
     vision = dict(backbone_config=vit, fpn_hidden_size=h,
@@ -80,7 +82,8 @@ def tiny_config(vocab_size: int, bos: int, eos: int):
                            new_det_thresh=0.0, max_num_objects=3)
 
 
-def write_tiny_random_sam3(folder: str | Path, seed: int = 0, tracker_only: bool = False) -> Path:
+def write_tiny_random_sam3(folder: str | Path, seed: int = 0, tracker_only: bool = False,
+                           vit_hidden: int = VIT_HIDDEN, vit_layers: int = 2) -> Path:
     """Save the tiny RANDOM-weight SAM 3 checkpoint folder (sam3_video, or sam3_tracker_video
     with `tracker_only`); returns the folder."""
     import torch
@@ -88,7 +91,7 @@ def write_tiny_random_sam3(folder: str | Path, seed: int = 0, tracker_only: bool
 
     folder = Path(folder)
     vocab = write_tiny_tokenizer(folder)
-    config = tiny_config(vocab, bos=vocab - 2, eos=vocab - 1)
+    config = tiny_config(vocab, bos=vocab - 2, eos=vocab - 1, vit_hidden=vit_hidden, vit_layers=vit_layers)
     torch.manual_seed(seed)
     if tracker_only:
         model = Sam3TrackerVideoModel(config.tracker_config)
