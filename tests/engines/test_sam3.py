@@ -52,7 +52,8 @@ def test_checkpoint_folder_has_the_public_layout(folder):
 @pytest.mark.parametrize("make, words", [
     (lambda d: None, "has no config.json"),
     (lambda d: (d / "config.json").write_text('{"model_type": "sam2_video"}'), "model_type 'sam2_video'"),
-    (lambda d: (d / "config.json").write_text('{"model_type": "sam3_video"}'), "(model_type sam3_video) has no weights"),
+    (lambda d: (d / "config.json").write_text('{"model_type": "sam3_video"}'),
+     "(model_type sam3_video) has no weights"),
 ])
 def test_a_wrong_folder_is_one_line_naming_folder_expected_and_found(tmp_path, make, words):
     make(tmp_path)
