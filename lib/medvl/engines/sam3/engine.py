@@ -150,6 +150,9 @@ class Sam3Engine:
 
     def _run(self, session, state: Sam3State, index: int, reverse: bool = False) -> tuple[np.ndarray, float]:
         out = self.models.tracker(session, frame_idx=index, reverse=reverse)
+        for outputs in session.output_dict_per_obj.values():  # S x S logits, read only by the step that made them
+            for kind in ("cond_frame_outputs", "non_cond_frame_outputs"):
+                outputs[kind].get(index, {}).pop("high_res_masks", None)
         logits = out.pred_masks[:1].float().cpu()
         mask = state.frame.logits_to_slice(logits)[0, 0] > 0
         score = float(torch.sigmoid(out.object_score_logits.float().reshape(-1)[0]))
