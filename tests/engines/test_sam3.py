@@ -160,3 +160,20 @@ def test_cuda_device_gives_the_same_objects(folder):
     a, b = cpu.add_box(*box_on(vol.meta["truth"][0], 4)), gpu.add_box(*box_on(vol.meta["truth"][0], 4))
     assert (a.mask != b.mask).mean() < 0.02
     assert len(add_concept(gpu, "nodule")) >= 1
+
+
+def test_concept_and_tracker_features_are_the_same_so_the_cache_is_shared(folder):
+    """The concept run caches the tracker features it makes from the detector's backbone; a click
+    reuses them, so they must equal what the tracker computes itself."""
+    from medvl.engines.sam3.frames import SliceFrames
+
+    engine = build_sam3_engine(folder, threads=1)
+    state = engine.bind(blobs_volume(), "k")
+    x = SliceFrames(state, "cpu")[4][None]
+    models = engine.models
+    with torch.no_grad():
+        own = models.tracker.get_image_features(x)
+        video = models.video.get_vision_features_for_tracker(models.video.detector_model.get_vision_features(
+            pixel_values=x))
+    for mine, theirs in zip([*own.fpn_hidden_states, *own.fpn_position_encoding], [*video[0], *video[1]]):
+        assert torch.allclose(mine, theirs, atol=1e-5)
