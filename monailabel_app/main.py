@@ -64,6 +64,8 @@ class MedVLApp(MONAILabelApp):
             # beside the datastore (hidden, not scanned), the newest `reports_kept` kept across restarts
             self.settings = dataclasses.replace(self.settings, report_dir=os.path.join(local, REPORTS_DIR))
         self.service = InteractiveService(self.settings)  # sessions + shared engine for every task
+        if self.settings.engine == "sam3":
+            self.service.engine()  # a bad checkpoint folder stops the start, named (models load on first use)
         self.language = LanguageService(self.service)  # text, report and vqa tasks on the same sessions
         super().__init__(
             app_dir=app_dir,

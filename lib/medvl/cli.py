@@ -88,7 +88,10 @@ def _jsonable(info) -> dict:
 def engine_options(args) -> dict:
     """Engine keyword options from the flags that were given (sam2 checkpoints, ...)."""
     names = {"checkpoint": "checkpoint", "sam2_config": "config", "image_size": "image_size"}
-    return {key: getattr(args, flag) for flag, key in names.items() if getattr(args, flag, None) is not None}
+    options = {key: getattr(args, flag) for flag, key in names.items() if getattr(args, flag, None) is not None}
+    if getattr(args, "engine", None) == "sam3" and getattr(args, "device", None):
+        options["device"] = args.device  # sam3 runs on --device (cpu default, cuda when asked)
+    return options
 
 
 def cmd_segment(args) -> int:
@@ -104,7 +107,10 @@ def cmd_segment(args) -> int:
     if not dicom_out:
         check_writable(args.out)  # before any model work
     vlm = None
-    if getattr(args, "text", None):
+    concept = args.engine == "sam3" and bool(getattr(args, "text", None))  # SAM 3 reads the text itself
+    if concept and getattr(args, "vlm", None):
+        raise UsageError("--engine sam3 segments --text with its own concept model: drop --vlm (or use another engine)")
+    if getattr(args, "text", None) and not concept:
         from medvl.cli_language import vlm_config
 
         vlm = vlm_config(args)  # checked once, before any model work
@@ -122,7 +128,7 @@ def cmd_segment(args) -> int:
     t_load = time.perf_counter()
     first = None
     text_info = None
-    if getattr(args, "text", None):
+    if getattr(args, "text", None) and not concept:
         from medvl.cli_language import _settings, segment_from_text
 
         # the text solver gets its own session: its engine runs must not leak into the prompt objects
@@ -137,9 +143,19 @@ def cmd_segment(args) -> int:
         session.add_point(ijk, positive=positive, axis=args.axis)
         first = first or time.perf_counter()
     slices = session.run_propagation()
+    concept_names = {}
+    if concept:  # every instance of the concept becomes its own object, after the prompted ones
+        from medvl.engines.sam3.concept import add_concept
+
+        found = add_concept(session, args.text)
+        concept_names = {oid: f"{args.text} {n}" for n, (oid, _) in enumerate(found, 1)}
+        text_info = {"concept": args.text, "engine": session.engine.name, "instances": [
+            {"obj_id": oid, "score": round(inst.score, 4), "slices": [inst.slices[0], inst.slices[-1]],
+             "voxels": int(inst.mask.sum())} for oid, inst in found]}
+        first = first or time.perf_counter()
     t_prop = time.perf_counter()
     labels = session.labels()
-    if text_info is not None:  # the text object takes the next label after the prompted objects
+    if text_info is not None and not concept:  # the text object takes the next label after the prompted objects
         labels[mask & (labels == 0)] = max(session.objects, default=0) + 1
     if not dicom_out:
         write_mask(args.out, labels, like=volume)
@@ -147,8 +163,8 @@ def cmd_segment(args) -> int:
         from medvl.dicom.export import write_labels_seg
         from medvl.dicom.seg import AlgorithmInfo
 
-        names = {oid: f"object {oid}" for oid in session.objects}
-        if text_info is not None:
+        names = {oid: concept_names.get(oid, f"object {oid}") for oid in session.objects}
+        if text_info is not None and not concept:
             names[max(session.objects, default=0) + 1] = str(text_info.get("concept") or args.text)
         engine = session.engine
         write_labels_seg(seg_path, labels, volume, names,
@@ -164,7 +180,8 @@ def cmd_segment(args) -> int:
         for w in q["warnings"]:
             print(f"warning: object {oid}: {w['name']}: {w['message']}", file=sys.stderr)
     if text_info is not None:
-        summary["text"] = {"prompt": args.text, "language": vlm.describe(), **_jsonable(text_info)}
+        language = vlm.describe() if vlm is not None else {"backend": "sam3", "model": session.engine.label}
+        summary["text"] = {"prompt": args.text, "language": language, **_jsonable(text_info)}
     text = json.dumps(summary, indent=2)
     if getattr(args, "summary", None):
         Path(args.summary).write_text(text + "\n")
@@ -265,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--axis", default="k", choices=["i", "j", "k"], help="propagation axis for points")
     seg.add_argument("--engine", default="litemedsam")
     seg.add_argument("--summary", help="also write the JSON summary to this file")
-    seg.add_argument("--checkpoint", help="model checkpoint file (sam2: SAM 2.1 or MedSAM2 .pt)")
+    seg.add_argument("--checkpoint", help="model checkpoint (sam2: SAM 2.1 or MedSAM2 .pt; sam3: checkpoint folder)")
     seg.add_argument("--sam2-config", help="sam2 config name, e.g. sam2.1_hiera_t (see docs/sam2.md)")
     seg.add_argument("--image-size", type=int, help="sam2 input size: 512 (MedSAM2) or 1024 (SAM 2.1)")
     add_text_option(seg)

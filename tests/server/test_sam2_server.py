@@ -95,7 +95,7 @@ def test_missing_checkpoint_is_named_by_the_service(tmp_path):
 @pytest.mark.parametrize("conf, words", [
     ({"engine": "sam2", "sam2_size": "64"}, "--conf sam2_size is not a sam2 setting"),
     ({"engine": "sam2", "sam2_image_size": "big"}, "sam2_image_size='big'"),
-    ({"engine": "sam3"}, "engine 'sam3' is not one of litemedsam, sam2"),
+    ({"engine": "sam9"}, "engine 'sam9' is not one of litemedsam, sam2, sam3"),
     ({"engine": "litemedsam", "litemedsam_size": "1"}, "takes no --conf keys of its own"),
 ])
 def test_bad_engine_settings_are_named_before_start(conf, words):

@@ -3,7 +3,7 @@
 `ENGINES` lists each engine under test with the traits in which engines legitimately
 differ. The mechanics (test_session_mechanics.py) run on `MECHANICS_ENGINES`, every
 engine: one whose checkpoint cannot exist here runs them with a tiny random-weight
-config, named so ("sam2-random-tiny"), and with its real checkpoint where one is
+config, named so ("sam2-random-tiny", "sam3-random-tiny"), and with its real checkpoint where one is
 configured. The quality half (test_session_quality.py) runs on `QUALITY_ENGINES`, the
 trained ones. An engine whose checkpoint is not configured is skipped, visibly, with
 the reason.
@@ -11,6 +11,10 @@ the reason.
 
 from __future__ import annotations
 
+import atexit
+import functools
+import shutil
+import tempfile
 from dataclasses import dataclass
 from typing import Callable
 
@@ -49,6 +53,24 @@ def _sam2_random_tiny(**options):
     return build_sam2_engine(random_tiny=True, image_size=64, threads=1, stop_at_empty=False, **options)
 
 
+@functools.lru_cache(maxsize=1)
+def tiny_random_sam3_checkpoint() -> str:
+    """TESTS ONLY: one tiny RANDOM-weight SAM 3 checkpoint folder per test process (same classes
+    and key layout as the public facebook/sam3 folder; medvl.bench.sam3_tiny_random)."""
+    from medvl.bench.sam3_tiny_random import write_tiny_random_sam3
+
+    folder = tempfile.mkdtemp(prefix="medvl-sam3-tiny-random-")
+    atexit.register(shutil.rmtree, folder, True)
+    return str(write_tiny_random_sam3(folder))
+
+
+def _sam3_random_tiny(**options):
+    """TESTS ONLY: SAM 3 with random weights at 56 px; every walk runs to the volume's edge."""
+    from medvl.engines.sam3 import build_sam3_engine
+
+    return build_sam3_engine(tiny_random_sam3_checkpoint(), threads=1, stop_at_empty=False, **options)
+
+
 @dataclass(frozen=True)
 class EngineCase:
     """An engine under test: how to build it, and where its behaviour legitimately differs."""
@@ -67,8 +89,10 @@ ENGINES = {
                                    refuses_background_only=False, missing=_sam2_missing),
     "sam2": EngineCase(lambda **kw: get_engine("sam2", **kw), trained=True, stops_at_object_end=True,
                        refuses_background_only=False, missing=_sam2_checkpoint_missing),
+    "sam3-random-tiny": EngineCase(_sam3_random_tiny, trained=False, stops_at_object_end=False,
+                                   refuses_background_only=False),
 }
-MECHANICS_ENGINES = ("litemedsam", "sam2-random-tiny", "sam2")  # sam2: real checkpoint, where configured
+MECHANICS_ENGINES = ("litemedsam", "sam2-random-tiny", "sam2", "sam3-random-tiny")  # sam2: real checkpoint, where configured
 QUALITY_ENGINES = tuple(name for name, case in ENGINES.items() if case.trained)
 
 

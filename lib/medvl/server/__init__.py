@@ -67,7 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     """Run the server in the foreground until Ctrl-C; returns its exit code."""
-    ServerSettings.from_conf(dict(args.conf))  # fail here, with the key named, not inside uvicorn
+    settings = ServerSettings.from_conf(dict(args.conf))  # fail here, with the key named, not inside uvicorn
+    if settings.engine == "sam3":  # its checkpoint folder is checked here too (cheap: nothing is loaded)
+        from medvl.engines import get_engine
+
+        get_engine("sam3", checkpoint=settings.checkpoint or None, **settings.engine_options())
     if is_pacs(args.studies):  # a bad URL or an unreachable PACS: one line here, not a traceback in uvicorn
         args.studies = check_url(args.studies)
         probe(args.studies, auth=credentials())

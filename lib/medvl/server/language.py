@@ -72,6 +72,12 @@ class LanguageService:
     def text(self, params: dict, image_path: str, image_id: str, out_path: str | None,
              monai_session_id: str | None = None) -> tuple[str | None, dict]:
         """Text prompt -> the object's mask written to `out_path`; (path, JSON dict)."""
+        from medvl.server.concept import concept_text, is_concept_engine
+
+        if is_concept_engine(self.settings.engine):  # sam3: its concept model, every instance an object
+            engine = self.service.engine()
+            language = {"backend": engine.name, "model": getattr(engine, "label", engine.name)}
+            return concept_text(self.service, language, params, image_path, image_id, out_path, monai_session_id)
         timer, t0 = Timer(), time.perf_counter()
         with timer.stage("parse"):
             request = parse_language_request(params, "text")
