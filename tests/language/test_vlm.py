@@ -268,3 +268,23 @@ def test_key_slices_spread_and_windowed(ct_volume):
     assert len(ks) == 3 and all(0 <= k < 6 for k in ks)
     img = slice_image(ct_volume, 3).image
     assert img.size == (128, 112) and img.mode == "RGB"
+
+
+def test_views_follow_the_question_finding_slices_and_ct_window(ct_volume):
+    """Issue 12 item 4: a finding is shown on slices through its mask, a whole-volume question on spread
+    body slices; the CT window follows the question's words; MR has no named window."""
+    from medvl.language.vlm.images import views_for, window_for
+
+    finding = np.zeros(ct_volume.array.shape, bool)
+    finding[4, 40:60, 40:60] = True
+    ks, window = views_for(ct_volume, "How large is the nodule?", [finding], count=3)
+    assert ks == [4] and window == "lung"  # only the finding's slice
+    ks, window = views_for(ct_volume, "Is there a rib fracture?", [], count=3)
+    assert len(ks) == 3 and window == "bone"
+    assert window_for("any enlarged mediastinal lymph nodes", "CT") == "mediastinum"
+    assert window_for("fatty liver?", "CT") == "soft_tissue"
+    assert window_for("what is this?", "CT", default="lung") == "lung"
+    assert window_for("rib fracture", "MR", default="lung") == "lung"  # MR: percentiles whatever the name
+    bone = np.asarray(slice_image(ct_volume, 3, "bone").image)[50, 50, 0]  # 40 HU is darker than mid-grey in a bone window
+    lung = np.asarray(slice_image(ct_volume, 3, "lung").image)[50, 50, 0]  # and bright in a lung window
+    assert bone < 128 < lung

@@ -203,12 +203,13 @@ class VLMAdapter:
         images = [slice_image(volume, k, self.settings.ct_window).image for k in key_slices(volume, n_slices, mask)]
         return self.generate(images, DESCRIBE_PROMPT.format(modality=volume.modality, question=question))
 
-    def find_box(self, volume, target: str, slices: list[int] | None = None) -> tuple[int | None, Box | None, dict]:
+    def find_box(self, volume, target: str, slices: list[int] | None = None, window: str | None = None
+                 ) -> tuple[int | None, Box | None, dict]:
         """Ask for `target` on each key slice; the slice with the largest parsed box wins.
         Returns (k, box in slice pixels, {k: raw output})."""
         best, outputs = (None, None), {}
         for k in slices if slices is not None else key_slices(volume, self.settings.n_slices):
-            si: SliceImage = slice_image(volume, k, self.settings.ct_window)
+            si: SliceImage = slice_image(volume, k, window or self.settings.ct_window)
             gen = self.generate([si.image], GROUND_PROMPTS[self.family].format(target=target, modality=volume.modality))
             outputs[k] = gen.text
             boxes = parse_boxes(gen.text, self.family, gen.seen_sizes[0], si.image.size)
@@ -238,9 +239,10 @@ class VLMAdapter:
         session.run_propagation(obj_id)
         return session.mask(obj_id)
 
-    def ground(self, volume, target: str, session=None, obj_id: int = 1, slices: list[int] | None = None) -> GroundResult:
+    def ground(self, volume, target: str, session=None, obj_id: int = 1, slices: list[int] | None = None,
+               window: str | None = None) -> GroundResult:
         """Text -> box on a key slice -> voxel box (ITK (i, j, k)) -> session prompt + propagation."""
-        k, box, outputs = self.find_box(volume, target, slices)
+        k, box, outputs = self.find_box(volume, target, slices, window)
         if box is None:
             return GroundResult(None, None, None, outputs)
         box_ijk = self.voxel_box(volume, k, box)

@@ -163,7 +163,7 @@ class SegTokenModel:
                 text = text.replace(end, "")
         return SegAnswer(slice_k, text.strip(), embeddings)
 
-    def segment(self, volume, target: str, slices: list[int] | None = None) -> SegResult:
+    def segment(self, volume, target: str, slices: list[int] | None = None, window: str | None = None) -> SegResult:
         """`target` on `volume` (see the module docstring); `slices`: the key slices to try."""
         from medvl.language.vlm.segtoken_sam2 import decode_with_embedding
 
@@ -172,7 +172,7 @@ class SegTokenModel:
             outputs: dict[int, str] = {}
             ks = slices if slices is not None else key_slices(volume, self.settings.n_slices)
             for k in ks:
-                ans = self.answer(slice_image(volume, k, self.settings.ct_window).image, target, k)
+                ans = self.answer(slice_image(volume, k, window or self.settings.ct_window).image, target, k)
                 outputs[k] = ans.text
                 if len(ans.embeddings):
                     break

@@ -28,7 +28,7 @@ import numpy as np
 
 from medvl.language.errors import NotFoundError
 from medvl.language.vlm.backend import VLMConfig, load_adapter
-from medvl.language.vlm.images import key_slices, slice_image
+from medvl.language.vlm.images import slice_image, views_for
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ def solve_with_vlm(volume, grounding, session, settings) -> tuple[np.ndarray, di
         return solve_with_segtoken(volume, grounding, settings)
     adapter = load_adapter(config)
     target = _target(grounding)
-    slices = key_slices(volume, adapter.settings.n_slices)
-    res = adapter.ground(volume, target, None, slices=slices)  # the box first: "none" needs no engine
+    slices, window = views_for(volume, target, (), adapter.settings.n_slices, adapter.settings.ct_window)
+    res = adapter.ground(volume, target, None, slices=slices, window=window)  # the box first: "none" needs no engine
     outputs = {int(k): v[:300] for k, v in res.outputs.items()}
     backend = config.describe()
     if res.box_ijk is None:
@@ -74,8 +74,8 @@ def solve_with_segtoken(volume, grounding, settings) -> tuple[np.ndarray, dict]:
     config: VLMConfig = settings.vlm
     model = load_adapter(config)
     target = _target(grounding)
-    slices = key_slices(volume, model.settings.n_slices)
-    res = model.segment(volume, target, slices)
+    slices, window = views_for(volume, target, (), model.settings.n_slices, model.settings.ct_window)
+    res = model.segment(volume, target, slices, window)
     outputs = {int(k): v[:300] for k, v in res.outputs.items()}
     if res.mask is None:
         said = next(iter(res.outputs.values()), "")[:80] if res.slice_k is None else res.outputs[res.slice_k][:80]
@@ -86,12 +86,10 @@ def solve_with_segtoken(volume, grounding, settings) -> tuple[np.ndarray, dict]:
                       "sam2": model.engine.label, "vlm_outputs": outputs}
 
 
-def _images(volume, masks, n: int, ct_window: str):
-    union = None
-    for m in masks:
-        union = m.copy() if union is None else union | m
-    ks = key_slices(volume, n, union if union is not None and union.any() else None)
-    return [slice_image(volume, k, ct_window).image for k in ks], ks
+def _images(volume, text: str, masks, n: int, default_window: str):
+    """Images of the slices and CT window chosen for `text` (`views_for`) and their indices k."""
+    ks, window = views_for(volume, text, masks, n, default_window)
+    return [slice_image(volume, k, window).image for k in ks], ks
 
 
 class VLMNarrator:
@@ -117,8 +115,10 @@ class VLMNarrator:
 
     def write(self, report) -> str:
         adapter = load_adapter(self.config)
-        lesions = [report.masks[o.name] for o in report.objects if o.kind == "lesion" and o.name in report.masks]
-        images, self.slices = _images(self.volume, lesions, self.n_slices, adapter.settings.ct_window)
+        lesions = [o for o in report.objects if o.kind == "lesion" and o.name in report.masks]
+        images, self.slices = _images(self.volume, " ".join(o.name for o in lesions),
+                                      [report.masks[o.name] for o in lesions], self.n_slices,
+                                      adapter.settings.ct_window)
         return adapter.generate(images, self.prompt(report)).text
 
 
@@ -129,7 +129,8 @@ def phrase_answer(ans, volume, facts, masks, config: VLMConfig, n_slices: int = 
     from medvl.language.report import Report
 
     adapter = load_adapter(config)
-    images, ks = _images(volume, [m for m in masks if m is not None], n_slices, adapter.settings.ct_window)
+    images, ks = _images(volume, ans.question, [m for m in masks if m is not None], n_slices,
+                         adapter.settings.ct_window)
     facts_report = Report(image={}, objects=list(facts), impression="")
     prompt = (f"These are axial slices of a {volume.modality} scan. Measured facts:\n"
               + "\n".join(fact_lines(facts_report))
