@@ -177,3 +177,23 @@ def test_concept_and_tracker_features_are_the_same_so_the_cache_is_shared(folder
             pixel_values=x))
     for mine, theirs in zip([*own.fpn_hidden_states, *own.fpn_position_encoding], [*video[0], *video[1]]):
         assert torch.allclose(mine, theirs, atol=1e-5)
+
+
+def test_batch_text_on_sam3_goes_to_its_concept_model(folder, tmp_path):
+    """`medvl annotate --engine sam3 --checkpoint DIR --text nodule`: the text goes to SAM 3's concept model
+    (not the offline grounding), every instance under the object's label, listed in status.json."""
+    from medvl.batch.annotator import Annotator
+    from medvl.batch.jobs import BatchSettings, ObjectPrompt, VolumeJob
+    from medvl.io import read_mask, write_volume
+
+    vol = blobs_volume()
+    write_volume(tmp_path / "blobs.nii.gz", vol)
+    settings = BatchSettings(engine="sam3", engine_options={"checkpoint": folder, "threads": 1},
+                             objects=(ObjectPrompt("nodule", text="nodule"),))
+    status = Annotator(settings).run(VolumeJob("blobs", str(tmp_path / "blobs.nii.gz")), tmp_path / "out")
+    assert status["status"] == "ok", status
+    (row,) = status["objects"]
+    instances = row["method"]["instances"]
+    assert row["method"]["method"] == "sam3 concept" and 1 <= len(instances) <= 3
+    labels = read_mask(tmp_path / "out" / "blobs" / "labels.nii.gz").array
+    assert set(np.unique(labels)) == {0, 1} and int((labels == 1).sum()) <= sum(i["voxels"] for i in instances)

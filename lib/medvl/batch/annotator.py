@@ -249,8 +249,30 @@ class Annotator:
 
         return self._wrap(VolumeSession(self.engine)) if self.solve_settings().needs_session else None
 
+    def _concept(self, volume, obj: ObjectPrompt):
+        """A text on a concept engine (sam3): its own concept model finds every instance; in a batch label
+        map they share the object's label, and `method` lists them. None found: refused, with the reason."""
+        from medvl.engines.sam3.concept import add_concept
+        from medvl.language.errors import NotFoundError
+        from medvl.session import VolumeSession
+
+        session = self._wrap(VolumeSession(self.engine))
+        session.set_volume(volume)
+        found = add_concept(session, obj.text)
+        if not found:
+            raise NotFoundError(f"{obj.text!r}: the {self.settings.engine} concept model found no instance in "
+                                f"{volume.name or 'the image'}")
+        mask = np.zeros(volume.array.shape, bool)
+        for oid, _ in found:
+            mask |= session.mask(oid) > 0
+        return mask, None, {"method": f"{self.settings.engine} concept", "instances": [
+            {"score": round(inst.score, 4), "slices": [inst.slices[0], inst.slices[-1]], "voxels": int(inst.mask.sum())}
+            for _, inst in found]}
+
     def _object(self, volume, obj: ObjectPrompt):
         """-> (bool (k, j, i) mask, kind or None, method info)."""
+        if obj.text and getattr(self.engine, "concepts", False):
+            return self._concept(volume, obj)
         if obj.text:
             from medvl.language.grounding import ground_for_volume
             from medvl.language.solvers import solve
