@@ -159,7 +159,7 @@ class InteractiveLogic:
 
     def _state(self) -> SessionState:
         if self.state is None:
-            raise MedVLSlicerError("no session: choose a volume and press Start (or call start(volume)) first")
+            raise MedVLSlicerError("no session: choose a volume and press Segment (or call start(volume)) first")
         return self.state
 
     # --- session -----------------------------------------------------------------------------
@@ -181,8 +181,10 @@ class InteractiveLogic:
         folder = tempfile.mkdtemp(prefix="medvl_slicer_")
         name = "".join(c if c.isalnum() or c in "-_" else "_" for c in volume_node.GetName()) or "volume"
         path = masks.write_volume_file(volume_node, os.path.join(folder, name + ".nrrd"))
-        image_id = f"{name}-{masks.content_digest(volume_node)}"  # never overwrites another image
-        self.state = SessionState(volume_node.GetID(), segmentation_node.GetID(), path, image_id=image_id)
+        stored = volume_node.GetAttribute("MedVL.datastoreImage") or ""  # opened from the datastore: label that image
+        image_id = stored or f"{name}-{masks.content_digest(volume_node)}"  # never overwrites another image
+        self.state = SessionState(volume_node.GetID(), segmentation_node.GetID(), path, image_id=image_id,
+                                  image_in_datastore=bool(stored))
         return self.state
 
     def upload(self) -> str:
@@ -364,7 +366,7 @@ class InteractiveLogic:
         volume = slicer.mrmlScene.GetNodeByID(state.volume_node_id)
         segmentation = slicer.mrmlScene.GetNodeByID(state.segmentation_node_id)
         if volume is None or segmentation is None:
-            raise MedVLSlicerError("the session's volume or segmentation was deleted: press Start again")
+            raise MedVLSlicerError("the session's volume or segmentation was deleted: choose the volume again and press Segment")
         return volume, segmentation
 
     def _object(self, obj_id: int) -> ObjectState:
