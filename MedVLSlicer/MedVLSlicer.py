@@ -373,7 +373,7 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, Assis
             prompts = self._guard(lambda: text_prompt(p.textPrompt, self.logic.next_obj_id()))
             if prompts is not None:
                 p.objectId = prompts.obj_id
-                self._send(prompts, True)
+                self._send(prompts, p.autoPropagate)
 
         self._ensureSession(send)
 

@@ -117,6 +117,7 @@ class InteractiveLogic:
         self.client: Optional[MedVLClient] = None  # set by connect()
         self.server: Optional[ServerInfo] = None  # set by connect()
         self.state: Optional[SessionState] = None  # set by prepare() / start()
+        self.refine: str = ""  # text prompts: "hu" (HU candidate only, fast) / "engine" / "auto"; "": the server's default
         self.modality: str = ""  # "CT" / "MR": sent with text and report requests; "": the server reads it
 
     def set_modality(self, value: str) -> None:
@@ -257,6 +258,8 @@ class InteractiveLogic:
         params[protocol.P_OUTPUT_LABELS] = "object"
         if prompts.text and self.modality:
             params[protocol.P_MODALITY] = self.modality
+        if prompts.text and self.refine:
+            params[protocol.P_REFINE] = self.refine
         if self.state.generation:
             params[protocol.P_MEDVL_SESSION] = self.state.generation
         return params

@@ -34,13 +34,38 @@ def show_finding(facts: dict, volume_node, segmentation_node, segment_name: str 
     import slicer
 
     slicer.vtkMRMLSliceNode.JumpAllSlices(scene, *ras)
-    segment_id = _select_segment(scene, segmentation_node, segment_name or facts.get("name", ""))
+    segment_id = ""
+    for name in (segment_name, mask_name(facts), facts.get("name", "")):
+        segment_id = segment_id or _select_segment(scene, segmentation_node, name)
     lines = {}
     for key, name in LINE_NAMES.items():
         if facts.get(key):
             lines[key] = _line(scene, f"{name} ({facts.get('label') or facts.get('name')})",
                                ijk_to_world(facts[key], to_world), LINE_COLORS[key])
     return {"ras": ras, "segment_id": segment_id, "lines": lines}
+
+
+def mask_name(facts: dict) -> str:
+    """The session object a finding was measured on: its `source` says "mask: <name>"."""
+    source = str(facts.get("source") or "")
+    return source[len("mask: "):] if source.startswith("mask: ") else ""
+
+
+def finding_object(report: dict, index: int, objects: dict):
+    """The session object (`objects`: obj_id -> ObjectState) finding `index` was measured on:
+    the one whose name its source names, else the n-th object in id order for the n-th
+    finding measured on a mask (the report task gets the objects in id order). None for a
+    finding the server found from text."""
+    found = (report.get("objects") or [])[index]
+    name = mask_name(found)
+    if not name:
+        return None
+    for obj in objects.values():
+        if obj.name == name:
+            return obj
+    nth = sum(1 for o in (report.get("objects") or [])[:index] if mask_name(o))
+    ids = sorted(objects)
+    return objects[ids[nth]] if nth < len(ids) else None
 
 
 def _select_segment(scene, segmentation_node, name: str) -> str:
@@ -50,8 +75,12 @@ def _select_segment(scene, segmentation_node, name: str) -> str:
     if not segment_id:
         return ""
     editor = scene.GetFirstNodeByClass("vtkMRMLSegmentEditorNode")
-    if editor is None:
-        editor = scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode", "SegmentEditor")
+    if editor is None:  # made by its class: not every scene registers it for AddNewNodeByClass
+        import slicer
+
+        editor = slicer.vtkMRMLSegmentEditorNode()
+        editor.SetName("SegmentEditor")
+        editor = scene.AddNode(editor)
     editor.SetAndObserveSegmentationNode(segmentation_node)
     editor.SetSelectedSegmentID(segment_id)
     return segment_id

@@ -68,7 +68,8 @@ class AssistWidgetMixin:
         """Slice views to finding `index`, its segment selected, its axes as line markups."""
         facts = report_html.finding(self._report["json"], index)
         volume, segmentation = self.logic.nodes()
-        shown = report_view.show_finding(facts, volume, segmentation, facts.get("name", ""))
+        obj = report_view.finding_object(self._report["json"], index, self.logic.state.objects)
+        shown = report_view.show_finding(facts, volume, segmentation, obj.name if obj is not None else "")
         self._status(_("{label}: slice {k}; long and short axis drawn as line markups.").format(
             label=facts.get("label") or facts.get("name"), k=facts["key_slice_k"]))
         return shown

@@ -48,27 +48,36 @@ def test_widget_walkthrough(server, lung2, mrml_scene, slicer_mod, monkeypatch, 
     wait_idle(w, 30)
     assert "medvl_interactive" in ui.modelsLabel.text and "Connected" in status(w)
 
-    # a click on the tumour, prompted slice only (fast), then Propagate
+    # a click on the tumour, prompted slice only (the propagation is test_live_progress_and_cancel's)
     ui.autoPropagateCheckBox.setChecked(False)
     assert p.autoPropagate is False
     place(p.foregroundPoints, volume, label_click(truth))
     click(ui.segmentButton)
-    wait_idle(w, 60)
+    wait_idle(w, 90)
     obj = w.logic.state.objects[1]
     assert obj.voxels > 0 and "voxels" in status(w), status(w)
-    click(ui.propagateButton)
-    wait_idle(w, 90)
-    segmentation = w.logic.nodes()[1]
-    mask = masks.segment_array(segmentation, obj.segment_id, volume)
-    dice = 2 * np.logical_and(mask, truth).sum() / (mask.sum() + truth.sum())
-    assert dice > 0.7, dice
-    assert ui.undoButton.enabled
+    mask = masks.segment_array(w.logic.nodes()[1], obj.segment_id, volume)
+    k = label_click(truth)[2]
+    dice = 2 * np.logical_and(mask[k], truth[k]).sum() / (mask[k].sum() + truth[k].sum())
+    assert dice > 0.8, dice
+    assert ui.propagateButton.enabled and ui.undoButton.enabled
     shot(w, "02_segmented")
+
+    # a text prompt: a second object found by the server
+    assert ui.textSegmentButton.enabled, "the test server has no text task"
+    w.logic.refine = "hu"  # the HU candidate as is: no engine propagation (CPU time)
+    ui.textLineEdit.setText("the nodule in the left lung")
+    assert p.textPrompt == "the nodule in the left lung"
+    click(ui.textSegmentButton)
+    wait_idle(w, 90)
+    assert "voxels" in status(w) and len(w.logic.state.objects) == 2, status(w)
+    shot(w, "03_text_prompt")
 
     # report: a table with links, the overview inline; a finding moves the views
     click(ui.reportButton)
     wait_idle(w, 90)
     html = w._report["html"]
+    assert len(w._report["json"]["objects"]) >= 2 and html.count('href="finding:') >= 2, w._report["json"]
     assert "<table" in html and 'href="finding:0"' in html and "data:image/png;base64," in html
     assert "|---" not in ui.reportTextBrowser.toPlainText()
     qtslicer.unwrap(ui.reportTextBrowser).anchorClicked.emit(qtslicer.QtCore.QUrl("finding:0"))
@@ -79,12 +88,13 @@ def test_widget_walkthrough(server, lung2, mrml_scene, slicer_mod, monkeypatch, 
                            volume_ijk_to_world(volume))[0][2]
     assert abs(red.GetSliceOffset() - k_world) < 1e-3, (red.GetSliceOffset(), k_world)
     editor = mrml_scene.GetFirstNodeByClass("vtkMRMLSegmentEditorNode")
+    assert editor is not None, (facts["name"], obj.name, status(w))
     assert editor.GetSelectedSegmentID() == obj.segment_id
     lines = [mrml_scene.GetNthNodeByClass(i, "vtkMRMLMarkupsLineNode")
              for i in range(mrml_scene.GetNumberOfNodesByClass("vtkMRMLMarkupsLineNode"))]
     if facts.get("long_axis_mm"):
         assert len(lines) == 2 and abs(lines[0].GetMeasurement("length").GetValue() - facts["long_axis_mm"]) < 2.0
-    shot(w, "03_report")
+    shot(w, "04_report")
     for suffix in ("md", "html", "pdf"):
         path = w.exportReport(str(tmp_path / f"report.{suffix}"))
         assert (tmp_path / f"report.{suffix}").stat().st_size > 100, path
@@ -95,11 +105,11 @@ def test_widget_walkthrough(server, lung2, mrml_scene, slicer_mod, monkeypatch, 
     click(ui.askButton)
     wait_idle(w, 60)
     assert "answered by" in ui.answerLabel.text and "medvl_vqa" in ui.answerLabel.text, ui.answerLabel.text
-    shot(w, "04_question")
+    shot(w, "05_question")
 
     # a second object, undo, reset; a text prompt
     click(ui.newObjectButton)
-    assert p.objectId == 2 and p.foregroundPoints.GetNumberOfControlPoints() == 0
+    assert p.objectId == 3 and p.foregroundPoints.GetNumberOfControlPoints() == 0
     place(p.foregroundPoints, volume, label_click(truth))
     click(ui.segmentButton)
     wait_idle(w, 60)
@@ -111,14 +121,7 @@ def test_widget_walkthrough(server, lung2, mrml_scene, slicer_mod, monkeypatch, 
     assert p.backgroundPoints.GetNumberOfControlPoints() == 0
     click(ui.resetButton)
     wait_idle(w, 60)
-    assert 2 not in w.logic.state.objects and "reset" in status(w)
-    if ui.textSegmentButton.enabled:
-        ui.textLineEdit.setText("the tumour in the right lung")
-        click(ui.textSegmentButton)
-        wait_idle(w, 90)
-        assert "voxels" in status(w), status(w)
-        shot(w, "05_text_prompt")
-
+    assert 3 not in w.logic.state.objects and "reset" in status(w)
     # annotating a set: accept, list, next unlabelled, open
     click(ui.acceptButton)
     wait_idle(w, 60)
@@ -138,4 +141,60 @@ def test_widget_walkthrough(server, lung2, mrml_scene, slicer_mod, monkeypatch, 
     wait_idle(w, 60)
     assert p.inputVolume.GetAttribute("MedVL.datastoreImage") == w.logic.list_datastore()[0].image_id
     shot(w, "06_datastore")
+    w.cleanup()
+
+
+def test_live_progress_and_cancel(server, lung2, mrml_scene, slicer_mod, monkeypatch):
+    """Propagate through lung2 (61 slices): the UI keeps repainting (a 20 ms QTimer counts
+    its ticks: the largest gap is the longest the GUI thread was blocked), slices appear in
+    the segment while the server works, Cancel stops the server within one slice and the
+    slices done are kept."""
+    import time
+
+    volume, truth = lung2
+    module, w = make_widget(slicer_mod, monkeypatch)
+    ui, p = w.ui, w._parameterNode
+    ui.serverUrlLineEdit.setText(server.url)
+    click(ui.connectButton)
+    wait_idle(w, 30)
+    ui.autoPropagateCheckBox.setChecked(False)
+    click_ijk = label_click(truth)
+    place(p.foregroundPoints, volume, click_ijk)
+    click(ui.segmentButton)
+    wait_idle(w, 90)
+    obj = w.logic.state.objects[1]
+    prompted = int(masks.segment_array(w.logic.nodes()[1], obj.segment_id, volume).any(axis=(1, 2)).sum())
+
+    ticks = []
+    timer = qtslicer.QtCore.QTimer()
+    timer.setInterval(20)
+    timer.timeout.connect(lambda: ticks.append(time.monotonic()))
+    timer.start()
+    t0 = time.monotonic()
+    click(ui.propagateButton)
+
+    def slices_shown():
+        return int(masks.segment_array(w.logic.nodes()[1], obj.segment_id, volume).any(axis=(1, 2)).sum())
+
+    first = None
+    assert qtslicer.process_until(lambda: w._job is not None and w._job.slicesDrawn >= 1 and slices_shown() > prompted,
+                                  90), "no propagated slice was drawn while the request ran"
+    first = time.monotonic() - t0
+    qtslicer.process_until(lambda: w._job is None or w._job.slicesDone >= prompted + 2, 30)
+    assert w._job is not None, "the propagation ended before Cancel could be tested"
+    at_cancel = w.logic.progress()["slices_done"]
+    shot(w, "07_propagating")
+    click(ui.cancelButton)
+    assert "Cancelling" in status(w)
+    wait_idle(w, 60)
+    timer.stop()
+    final = w.logic.client.progress(w._lastRequestId if hasattr(w, "_lastRequestId") else w.logic.client.last_request_id)
+    gaps = np.diff(ticks)
+    print(f"live: first propagated slice drawn {first:.2f} s after Propagate; UI tick gap max {gaps.max():.3f} s "
+          f"(median {np.median(gaps):.3f}); slices done at cancel {at_cancel}, kept {slices_shown()}; "
+          f"final state {final}")
+    assert gaps.max() < 0.2, f"the GUI thread was blocked {gaps.max():.3f} s"
+    assert "Cancelled: kept" in status(w), status(w)
+    assert slices_shown() >= at_cancel - 1 > prompted - 1
+    shot(w, "08_cancelled")
     w.cleanup()
