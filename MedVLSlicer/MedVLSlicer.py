@@ -95,6 +95,7 @@ class _Job:
     slicesDrawn: int = 0  # slices of the partial mask last drawn
     lastPoll: float = -1.0  # seconds after start of the last progress poll
     poll: Optional[concurrent.futures.Future] = None  # the progress poll in flight
+    drawn: Optional[object] = None  # the partial mask drawn last (uint8 (k, j, i))
 
 
 class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, AssistWidgetMixin):
@@ -238,8 +239,9 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, Assis
                     self.ui.progressBar.setRange(0, progress.axis_size)
                     self.ui.progressBar.setValue(min(progress.slices_done, progress.axis_size))
                 if progress.mask is not None and job.prompts is not None and not job.clientCancel.is_set():
-                    self._guard(lambda: self.logic.apply_partial(job.prompts, progress.mask))
-                    job.slicesDrawn = progress.slices_done
+                    drawn = self._guard(lambda: self.logic.apply_partial(job.prompts, progress.mask, job.drawn))
+                    if drawn is not None:
+                        job.drawn, job.slicesDrawn = drawn, progress.slices_done
         if job.poll is None and seconds - job.lastPoll >= self.progressInterval_s:
             job.lastPoll = seconds
             job.poll = self._sideExecutor.submit(self.logic.poll_progress, job.slicesDrawn, job.prompts is not None)

@@ -42,7 +42,14 @@ class Progress:
     slices_done: int  # slices propagated so far (prompted ones included)
     axis_size: int  # slices along the propagation axis (0 before propagation starts)
     slice_range: Optional[list]  # [first, last] index done so far
-    mask: Optional[bytes] = None  # the object's mask so far (NRRD), when asked and it grew
+    mask: Optional[object] = None  # the object's mask so far, uint8 (k, j, i), when asked and it grew
+
+
+def _decoded(result: InferResult) -> InferResult:
+    """Decode the answer's mask here (worker thread) so the GUI thread only pastes it."""
+    if result.mask is not None:
+        result.decoded = masks.read_mask_bytes(result.mask, result.mask_name)
+    return result
 
 
 class AssistLogic:
@@ -87,22 +94,32 @@ class AssistLogic:
                        int(report.get("axis_size") or 0), report.get("slice_range"))
         if with_mask and out.state == "running" and out.slices_done > seen_slices:
             try:
-                out.mask = self.client.partial_mask(self.client.last_request_id)
+                data = self.client.partial_mask(self.client.last_request_id)
+                # decoded here, off the GUI thread (a detached node, in no scene)
+                out.mask = masks.read_mask_bytes(data, "partial.nrrd")[0] if data else None
             except MedVLSlicerError as error:
                 logger.debug("partial mask: %s", error)
         return out
 
-    def apply_partial(self, prompts: PromptSet, mask: bytes) -> int:
-        """Main thread: draw a partial mask into the object's segment (made if new); voxels."""
+    def apply_partial(self, prompts: PromptSet, labels, before=None):
+        """Main thread: draw a partial mask (uint8 (k, j, i), from `poll_progress`) into the
+        object's segment (made if new). `before`: the partial mask drawn last (None: the
+        segment as it is); only the box where they differ is pasted. Returns the 0/1 mask
+        now drawn (pass it as `before` next time), or None when `labels` is not the grid."""
         volume, segmentation = self.nodes()
         segment_id = masks.ensure_segment(segmentation, self.name_for(prompts), prompts.obj_id)
-        labels, _ = masks.read_mask_bytes(mask, "partial.nrrd")
         if labels.shape != tuple(reversed(volume.GetImageData().GetDimensions())):
-            return 0  # not the whole grid: wait for the answer
+            return None  # not the whole grid: wait for the answer
         obj = self.state.objects.get(prompts.obj_id)
         if obj is not None:
             obj.in_sync = False  # the segment is ahead of the last answer
-        return masks.apply_mask(segmentation, segment_id, volume, masks.object_mask(labels, 1))
+        mask = masks.object_mask(labels, 1)
+        if before is None:
+            before = masks.segment_array(segmentation, segment_id, volume)
+        box = masks.changed_box(before, mask)
+        if box is not None:
+            masks.paste_slab(segmentation, segment_id, volume, *box)
+        return mask
 
     def send_keeping(self, prompts: PromptSet, propagate: bool, stop: threading.Event, should_cancel=None):
         """Network only: `send`, but when `stop` was set (the server was asked to cancel) and
@@ -110,14 +127,14 @@ class AssistLogic:
         slice and every slice propagated before the stop). The result's params then carry
         `cancelled: True`."""
         try:
-            return self.send(prompts, propagate, should_cancel=should_cancel)
+            return _decoded(self.send(prompts, propagate, should_cancel=should_cancel))
         except ServerError as error:
             if not stop.is_set() or error.status not in (409, 422):
                 raise
             logger.info("request stopped on the server (%s); fetching what was kept", error.reason)
         kept = self.send(prompts, False, should_cancel=should_cancel)
         kept.params["cancelled"] = True
-        return kept
+        return _decoded(kept)
 
     # --- datastore -------------------------------------------------------------------------------
     def list_datastore(self) -> list:

@@ -45,6 +45,7 @@ class InferResult:
     mask_name: str = ""  # the file name the server gave it; its suffix tells the format
     seconds: float = 0.0  # client-measured round trip (request sent -> last byte read)
     files: dict = field(default_factory=dict)  # every file part by field name (mask included)
+    decoded: Optional[tuple] = None  # (labels (k, j, i), IJK->RAS) when decoded off the GUI thread
 
 
 def encode_multipart(fields: dict, files: dict) -> tuple[bytes, str]:

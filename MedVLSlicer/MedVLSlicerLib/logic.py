@@ -398,7 +398,7 @@ class InteractiveLogic:
                 return  # a crop answer: nothing changed
             raise MedVLSlicerError(f"the server answered without a mask: {str(result.params)[:200]}")
         volume, segmentation = self.nodes()
-        labels, ijk_to_ras = masks.read_mask_bytes(result.mask, result.mask_name)
+        labels, ijk_to_ras = result.decoded or masks.read_mask_bytes(result.mask, result.mask_name)
         crop = result.params.get(protocol.R_CROP) or {}
         offset = masks.crop_offset(volume, labels.shape, ijk_to_ras, crop.get("offset_ijk"))
         full = labels.shape == tuple(reversed(volume.GetImageData().GetDimensions()))
