@@ -15,6 +15,8 @@ import threading
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
+
 from . import masks, protocol
 from .client import InferResult
 from .errors import MedVLSlicerError, PromptError, ServerError
@@ -117,8 +119,15 @@ class AssistLogic:
         if before is None:
             before = masks.segment_array(segmentation, segment_id, volume)
         box = masks.changed_box(before, mask)
-        if box is not None:
-            masks.paste_slab(segmentation, segment_id, volume, *box)
+        if box is None:
+            return mask
+        slab, offset = box
+        i, j, k = offset
+        dk, dj, di = slab.shape
+        if not np.any(before[k:k + dk, j:j + dj, i:i + di] & ~slab.astype(bool)):  # only new voxels: add the box
+            masks.paste_slab(segmentation, segment_id, volume, slab, offset, add_only=True)
+        else:
+            masks.paste_slab(segmentation, segment_id, volume, mask)
         return mask
 
     def send_keeping(self, prompts: PromptSet, propagate: bool, stop: threading.Event, should_cancel=None):

@@ -193,14 +193,19 @@ def apply_mask(segmentation_node, segment_id: str, volume_node, mask_kji: np.nda
     return int(np.count_nonzero(full))
 
 
-def paste_slab(segmentation_node, segment_id: str, volume_node, slab_kji: np.ndarray, offset_ijk) -> None:
-    """Replace the segment's voxels inside one box by `slab_kji` (0/1, (k, j, i)) placed at
-    voxel `offset_ijk` of the volume, touching nothing outside it: cheap for a few new
-    slices of a large volume (the whole-volume `apply_mask` costs ~0.1-0.2 s a call)."""
+def paste_slab(segmentation_node, segment_id: str, volume_node, slab_kji: np.ndarray, offset_ijk=(0, 0, 0),
+               add_only: bool = False) -> None:
+    """Write a 0/1 box `slab_kji` ((k, j, i), placed at voxel `offset_ijk` of the volume)
+    into the segment straight from numpy: `add_only` adds its voxels to the segment (any
+    box); otherwise the box must be the whole grid and replaces the segment. Cheaper than
+    `apply_mask` (no labelmap node): 0.01-0.04 s for lung2 against ~0.06 s."""
     import slicer
     import vtk
     from vtk.util import numpy_support
 
+    shape = tuple(reversed(volume_node.GetImageData().GetDimensions()))
+    if not add_only and (slab_kji.shape != shape or tuple(offset_ijk) != (0, 0, 0)):
+        raise GeometryError(f"a replacing paste needs the whole grid {shape}, not {slab_kji.shape} at {offset_ijk}")
     i, j, k = (int(v) for v in offset_ijk)
     dk, dj, di = slab_kji.shape
     image = slicer.vtkOrientedImageData()
@@ -211,7 +216,8 @@ def paste_slab(segmentation_node, segment_id: str, volume_node, slab_kji: np.nda
     image.SetImageToWorldMatrix(matrix)
     numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dk, dj, di)[:] = slab_kji
     logic = slicer.vtkSlicerSegmentationsModuleLogic
-    if not logic.SetBinaryLabelmapToSegment(image, segmentation_node, segment_id, logic.MODE_REPLACE, image.GetExtent()):
+    mode = logic.MODE_MERGE_MAX if add_only else logic.MODE_REPLACE
+    if not logic.SetBinaryLabelmapToSegment(image, segmentation_node, segment_id, mode):
         raise GeometryError(f"could not paste a {slab_kji.shape} (k, j, i) box at {offset_ijk} into segment {segment_id}")
 
 

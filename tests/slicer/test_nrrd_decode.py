@@ -32,13 +32,24 @@ def test_paste_slab_equals_whole_mask_write(lung2, mrml_scene):
     """Pasting only the changed box gives the segment the whole-mask write gives."""
     volume, truth = lung2
     seg = mrml_scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    seg.CreateDefaultDisplayNodes()  # as the Logic makes it
     seg.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    seg.SetAndObserveTransformNodeID(volume.GetTransformNodeID())
     a, b = masks.ensure_segment(seg, "a", 1), masks.ensure_segment(seg, "b", 2)
+    k = int(np.argmax(truth.sum(axis=(1, 2))))
     start = np.zeros_like(truth)
-    start[truth.shape[0] // 2] = truth[truth.shape[0] // 2]
+    start[k] = truth[k]
     for sid in (a, b):
         masks.apply_mask(seg, sid, volume, start)
     masks.apply_mask(seg, a, volume, truth)
-    masks.paste_slab(seg, b, volume, *masks.changed_box(start, truth))
+    second = start.copy()
+    second[k + 1] = truth[k + 1]
+    masks.paste_slab(seg, b, volume, *masks.changed_box(start, second), add_only=True)
+    assert masks.segment_array(seg, b, volume).any(axis=(1, 2)).sum() == 2
+    masks.paste_slab(seg, b, volume, *masks.changed_box(second, truth), add_only=True)
     assert np.array_equal(masks.segment_array(seg, a, volume), masks.segment_array(seg, b, volume))
     assert masks.changed_box(truth, truth) is None
+    masks.paste_slab(seg, b, volume, start)  # replacing: back to one slice
+    assert np.array_equal(masks.segment_array(seg, b, volume), start)
+    with pytest.raises(masks.GeometryError, match="whole grid"):
+        masks.paste_slab(seg, b, volume, truth[:3])
