@@ -105,8 +105,8 @@ class AssistLogic:
 
     def apply_partial(self, prompts: PromptSet, labels, before=None):
         """Main thread: draw a partial mask (uint8 (k, j, i), from `poll_progress`) into the
-        object's segment (made if new). `before`: the partial mask drawn last (None: the
-        segment as it is); only the box where they differ is pasted. Returns the 0/1 mask
+        object's segment (made if new). `before`: the partial mask drawn last (None: none
+        yet, the first is added to the segment); only the box where they differ is pasted. Returns the 0/1 mask
         now drawn (pass it as `before` next time), or None when `labels` is not the grid."""
         volume, segmentation = self.nodes()
         segment_id = masks.ensure_segment(segmentation, self.name_for(prompts), prompts.obj_id)
@@ -116,8 +116,8 @@ class AssistLogic:
         if obj is not None:
             obj.in_sync = False  # the segment is ahead of the last answer
         mask = masks.object_mask(labels, 1)
-        if before is None:
-            before = masks.segment_array(segmentation, segment_id, volume)
+        if before is None:  # the first partial mask: add it (the answer replaces the segment at the end)
+            before = np.zeros_like(mask)
         box = masks.changed_box(before, mask)
         if box is None:
             return mask
