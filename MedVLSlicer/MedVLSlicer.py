@@ -11,8 +11,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Optional
 
 import qt
 
@@ -37,9 +36,10 @@ from slicer.util import VTKObservationMixin
 from MedVLSlicerLib import selftest
 from MedVLSlicerLib.assist import AssistLogic
 from MedVLSlicerLib.errors import MedVLSlicerError
-from MedVLSlicerLib.logic import InteractiveLogic, quality_summary
+from MedVLSlicerLib.logic import InteractiveLogic
 from MedVLSlicerLib.prompts import PromptSet, prompt_set, show_points, text_prompt
 from MedVLSlicerLib.widget_assist import AssistWidgetMixin
+from MedVLSlicerLib.widget_job import WidgetJob
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the source checkout
 
@@ -79,25 +79,6 @@ class MedVLSlicerParameterNode:
     modality: Annotated[str, Choice(["auto", "CT", "MR"])] = "auto"  # text/report: override the image's modality
 
 
-@dataclass
-class _Job:
-    """The one running request of the Widget."""
-
-    future: concurrent.futures.Future  # the worker's work
-    onDone: Callable  # called with the result on the main thread
-    objId: Optional[int]  # the object it changes (None: no object)
-    prompts: Optional[PromptSet] = None  # a segment request's prompts (live slices are drawn for it)
-    started: float = field(default_factory=time.monotonic)
-    clientCancel: threading.Event = field(default_factory=threading.Event)  # stop reading the answer
-    serverCancel: threading.Event = field(default_factory=threading.Event)  # the server was asked to stop
-    cancelAt: float = 0.0  # when Cancel was pressed
-    slicesDone: int = 0  # slices the server reported done
-    slicesDrawn: int = 0  # slices of the partial mask last drawn
-    lastPoll: float = -1.0  # seconds after start of the last progress poll
-    poll: Optional[concurrent.futures.Future] = None  # the progress poll in flight
-    drawn: Optional[object] = None  # the partial mask drawn last (uint8 (k, j, i))
-
-
 class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, AssistWidgetMixin):
     """Wires the UI to MedVLSlicerLogic; one request at a time, in a worker thread."""
 
@@ -112,7 +93,7 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, Assis
         self._parameterNodeGuiTag = None
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)  # the network thread
         self._sideExecutor = concurrent.futures.ThreadPoolExecutor(max_workers=1)  # progress polls, cancel calls
-        self._job: Optional[_Job] = None  # the running request
+        self._job: Optional[WidgetJob] = None  # the running request
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -199,7 +180,7 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, Assis
         if self._job is not None:
             self._status(_("Busy: wait for the running request or press Cancel."), error=True)
             return
-        job = _Job(None, onDone, objId, prompts)
+        job = WidgetJob(None, onDone, objId, prompts)
         if serverCancel is not None:
             job.serverCancel = serverCancel
         job.future = self._executor.submit(work, job.clientCancel.is_set)
@@ -227,7 +208,7 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, Assis
             self._status(_("Unexpected error: {error} (details in the Python console)").format(error=error), error=True)
         self._updateButtons()
 
-    def _showProgress(self, job: _Job, seconds: float) -> None:
+    def _showProgress(self, job: WidgetJob, seconds: float) -> None:
         """Slices done of the axis (GET /medvl/progress, polled off the Qt thread every
         `progressInterval_s`); a segment request's partial mask is drawn as it grows."""
         if job.poll is not None and job.poll.done():
@@ -317,18 +298,6 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, Assis
         self.ui.textSegmentButton.enabled = hasText and not busy
         self.ui.reportButton.enabled = not busy and server is not None and bool(server.report_task) and obj is not None
         self.updateAssistButtons(busy)
-
-    def _showAnswer(self, obj) -> None:
-        answer, lat = self.logic.state.last_answer, self.logic.state.latencies
-        self._status(_("{name}: {voxels} voxels, slices {range}, {ml} mL ({action})").format(
-            name=obj.name, voxels=obj.voxels, range=answer.get("slice_range"), ml=answer.get("volume_ml"),
-            action=answer.get("action", "")) + ("  ·  " + quality_summary(answer) if answer.get("quality") else ""))
-        warnings = (answer.get("quality") or {}).get("warnings") or []
-        self.ui.statusLabel.toolTip = "\n".join(w.get("message", "") for w in warnings)
-        engine = (answer.get("engine") or {}).get("name") or "engine"
-        self.ui.latencyLabel.setText(_("server {total:.2f} s ({engine} {infer:.2f} s) · round trip {rt:.2f} s").format(
-            total=lat.get("total") or 0.0, engine=engine, infer=lat.get("infer") or 0.0, rt=lat.get("round_trip") or 0.0))
-        self.ui.latencyLabel.toolTip = (answer.get("engine") or {}).get("model", "")
 
     # --- buttons ---------------------------------------------------------------------------------
     def onConnect(self) -> None:

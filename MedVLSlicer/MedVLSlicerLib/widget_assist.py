@@ -13,6 +13,7 @@ import os
 from . import protocol, report_html, report_view
 from .errors import MedVLSlicerError
 from .i18n import _
+from .logic import quality_summary
 
 
 class AssistWidgetMixin:
@@ -38,6 +39,19 @@ class AssistWidgetMixin:
         self.ui.refreshDatastoreButton.enabled = server is not None and not busy
         self.ui.nextImageButton.enabled = server is not None and not busy
         self.ui.openImageButton.enabled = server is not None and not busy and self.ui.datastoreListWidget.count > 0
+
+    # --- answers ---------------------------------------------------------------------------------
+    def _showAnswer(self, obj) -> None:
+        answer, lat = self.logic.state.last_answer, self.logic.state.latencies
+        self._status(_("{name}: {voxels} voxels, slices {range}, {ml} mL ({action})").format(
+            name=obj.name, voxels=obj.voxels, range=answer.get("slice_range"), ml=answer.get("volume_ml"),
+            action=answer.get("action", "")) + ("  ·  " + quality_summary(answer) if answer.get("quality") else ""))
+        warnings = (answer.get("quality") or {}).get("warnings") or []
+        self.ui.statusLabel.toolTip = "\n".join(w.get("message", "") for w in warnings)
+        engine = (answer.get("engine") or {}).get("name") or "engine"
+        self.ui.latencyLabel.setText(_("server {total:.2f} s ({engine} {infer:.2f} s) · round trip {rt:.2f} s").format(
+            total=lat.get("total") or 0.0, engine=engine, infer=lat.get("infer") or 0.0, rt=lat.get("round_trip") or 0.0))
+        self.ui.latencyLabel.toolTip = (answer.get("engine") or {}).get("model", "")
 
     # --- report ------------------------------------------------------------------------------------
     def onReport(self) -> None:
