@@ -220,12 +220,12 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, Assis
                     self.ui.progressBar.setRange(0, progress.axis_size)
                     self.ui.progressBar.setValue(min(progress.slices_done, progress.axis_size))
                 if progress.mask is not None and job.prompts is not None and not job.clientCancel.is_set():
-                    drawn = self._guard(lambda: self.logic.apply_partial(job.prompts, progress.mask, job.drawn))
-                    if drawn is not None:
-                        job.drawn, job.slicesDrawn = drawn, progress.slices_done
+                    if self._guard(lambda: self.logic.apply_partial(job.prompts, progress)):
+                        job.drawn, job.slicesDrawn = progress.mask, progress.slices_done
         if job.poll is None and seconds - job.lastPoll >= self.progressInterval_s:
             job.lastPoll = seconds
-            job.poll = self._sideExecutor.submit(self.logic.poll_progress, job.slicesDrawn, job.prompts is not None)
+            job.poll = self._sideExecutor.submit(self.logic.poll_progress, job.slicesDrawn, job.prompts is not None,
+                                                 job.drawn)
         if job.serverCancel.is_set() and time.monotonic() - job.cancelAt > self.cancelGrace_s:
             job.clientCancel.set()  # the server did not stop in time: stop reading
         text = _("{seconds:.0f} s").format(seconds=seconds)

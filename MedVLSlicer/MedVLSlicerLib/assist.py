@@ -44,7 +44,9 @@ class Progress:
     slices_done: int  # slices propagated so far (prompted ones included)
     axis_size: int  # slices along the propagation axis (0 before propagation starts)
     slice_range: Optional[list]  # [first, last] index done so far
-    mask: Optional[object] = None  # the object's mask so far, uint8 (k, j, i), when asked and it grew
+    mask: Optional[object] = None  # the object's 0/1 mask so far, uint8 (k, j, i), when asked and it grew
+    box: Optional[tuple] = None  # (slab (k, j, i), offset (i, j, k)) where `mask` differs from the one drawn
+    add_only: bool = True  # the box only adds voxels to the one drawn
 
 
 def _decoded(result: InferResult) -> InferResult:
@@ -86,9 +88,11 @@ class AssistLogic:
                 "objects": list(p.get("objects") or []), "task": protocol.VQA_TASK}
 
     # --- live propagation and cancel -------------------------------------------------------------
-    def poll_progress(self, seen_slices: int = 0, with_mask: bool = True) -> Optional[Progress]:
+    def poll_progress(self, seen_slices: int = 0, with_mask: bool = True, drawn=None) -> Optional[Progress]:
         """Any thread: the newest request's progress; with its partial mask when more than
-        `seen_slices` slices are done. None when the server cannot say."""
+        `seen_slices` slices are done, decoded and compared with `drawn` (the partial mask
+        drawn last; None: none yet) here, so the GUI thread only pastes the changed box.
+        None when the server cannot say."""
         report = self.progress()
         if not report:
             return None
@@ -97,38 +101,37 @@ class AssistLogic:
         if with_mask and out.state == "running" and out.slices_done > seen_slices:
             try:
                 data = self.client.partial_mask(self.client.last_request_id)
-                # decoded here, off the GUI thread (a detached node, in no scene)
-                out.mask = masks.read_mask_bytes(data, "partial.nrrd")[0] if data else None
             except MedVLSlicerError as error:
                 logger.debug("partial mask: %s", error)
+                return out
+            decoded = masks.read_mask_bytes(data, "partial.nrrd") if data else None  # a detached node, in no scene
+            if decoded is not None:
+                out.mask = masks.object_mask(decoded[0], 1)
+                before = drawn if drawn is not None and drawn.shape == out.mask.shape else np.zeros_like(out.mask)
+                out.box = masks.changed_box(before, out.mask)
+                if out.box is not None:
+                    (k, j, i), (dk, dj, di) = out.box[1][::-1], out.box[0].shape
+                    out.add_only = not np.any(before[k:k + dk, j:j + dj, i:i + di] & ~out.box[0].astype(bool))
         return out
 
-    def apply_partial(self, prompts: PromptSet, labels, before=None):
-        """Main thread: draw a partial mask (uint8 (k, j, i), from `poll_progress`) into the
-        object's segment (made if new). `before`: the partial mask drawn last (None: none
-        yet, the first is added to the segment); only the box where they differ is pasted. Returns the 0/1 mask
-        now drawn (pass it as `before` next time), or None when `labels` is not the grid."""
+    def apply_partial(self, prompts: PromptSet, progress: Progress) -> bool:
+        """Main thread: draw a partial mask from `poll_progress` into the object's segment
+        (made if new): only its changed box is pasted (the first one is added to what the
+        segment shows; the answer replaces the segment at the end). False when the mask is
+        not on the volume's grid (then the answer is awaited)."""
         volume, segmentation = self.nodes()
+        if progress.mask is None or progress.mask.shape != tuple(reversed(volume.GetImageData().GetDimensions())):
+            return False
         segment_id = masks.ensure_segment(segmentation, self.name_for(prompts), prompts.obj_id)
-        if labels.shape != tuple(reversed(volume.GetImageData().GetDimensions())):
-            return None  # not the whole grid: wait for the answer
         obj = self.state.objects.get(prompts.obj_id)
         if obj is not None:
             obj.in_sync = False  # the segment is ahead of the last answer
-        mask = masks.object_mask(labels, 1)
-        if before is None:  # the first partial mask: add it (the answer replaces the segment at the end)
-            before = np.zeros_like(mask)
-        box = masks.changed_box(before, mask)
-        if box is None:
-            return mask
-        slab, offset = box
-        i, j, k = offset
-        dk, dj, di = slab.shape
-        if not np.any(before[k:k + dk, j:j + dj, i:i + di] & ~slab.astype(bool)):  # only new voxels: add the box
-            masks.paste_slab(segmentation, segment_id, volume, slab, offset, add_only=True)
-        else:
-            masks.paste_slab(segmentation, segment_id, volume, mask)
-        return mask
+        if progress.box is not None:
+            if progress.add_only:
+                masks.paste_slab(segmentation, segment_id, volume, *progress.box, add_only=True)
+            else:
+                masks.paste_slab(segmentation, segment_id, volume, progress.mask)
+        return True
 
     def send_keeping(self, prompts: PromptSet, propagate: bool, stop: threading.Event, should_cancel=None):
         """Network only: `send`, but when `stop` was set (the server was asked to cancel) and
