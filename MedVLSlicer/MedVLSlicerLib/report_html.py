@@ -43,24 +43,26 @@ def parse_finding_link(url: str) -> Optional[int]:
     return int(rest)
 
 
-def report_html(report: dict, images: Optional[list] = None, markdown: str = "", tr=lambda s: s) -> str:
+def report_html(report: dict, images: Optional[list] = None, markdown: str = "", tr=lambda s: s,
+                title: str = "") -> str:
     """HTML of a report answer. `report`: its `report_json`; `images`: overview PNG bytes (or
-    ready URIs); `markdown`: shown as text when `report` has no facts; `tr`: translation."""
+    ready URIs); `markdown`: shown as text when `report` has no facts; `tr`: translation;
+    `title`: the image's name as the user knows it (default: the name the server gives)."""
     if not report or "objects" not in report:
         body = html.escape(markdown or tr("The server sent no report.")).replace("\n", "<br>")
         return f"<html><body><p>{body}</p></body></html>"
     image = report.get("image") or {}
-    name = html.escape(str(image.get("name") or tr("image")))
+    name = html.escape(str(title or image.get("name") or tr("image")))
     size = " x ".join(str(v) for v in image.get("size_ijk") or [])
     spacing = " x ".join(_fmt(v, 3) for v in image.get("spacing_mm") or [])
-    out = ["<html><body>", f"<h2>{tr('Report')}: {name}</h2>",
+    out = ["<html><body>", f"<h3>{tr('Report')}: {name}</h3>",
            f"<p>{html.escape(str(image.get('modality') or ''))} {size} {tr('voxels')}, "
-           f"{tr('spacing')} {spacing} mm</p>", f"<h3>{tr('Findings')}</h3>"]
+           f"{tr('spacing')} {spacing} mm</p>", f"<h4>{tr('Findings')}</h4>"]
     objects = report.get("objects") or []
     if objects:
-        heads = [tr("finding"), tr("location"), tr("slices (k)"), tr("volume (mL)"),
-                 tr("long x short axis (mm)"), tr("axis slice"), tr("mean +- SD")]
-        out.append('<table border="1" cellspacing="0" cellpadding="3">')
+        heads = [tr("finding"), tr("location"), tr("slices (k)"), tr("mL"),
+                 tr("long x short (mm)"), tr("axis slice"), tr("mean +- SD")]
+        out.append('<table border="1" cellspacing="0" cellpadding="2" style="font-size: small">')
         out.append("<tr>" + "".join(f"<th>{h}</th>" for h in heads) + "</tr>")
         for index, o in enumerate(objects):
             first, last = (o.get("slice_range_k") or [None, None])[:2]
@@ -77,12 +79,12 @@ def report_html(report: dict, images: Optional[list] = None, markdown: str = "",
     for item in images or []:
         src = item if isinstance(item, str) else image_uri(item)
         out.append(f'<p><img src="{src}" width="320"></p>')
-    out += [f"<h3>{tr('Impression')}</h3>", f"<p>{html.escape(str(report.get('impression') or '-'))}</p>"]
+    out += [f"<h4>{tr('Impression')}</h4>", f"<p>{html.escape(str(report.get('impression') or '-'))}</p>"]
     narrator = html.escape(str(report.get("narrator") or ""))
-    out += [f"<h3>{tr('Narrative')} ({narrator})</h3>", f"<p>{html.escape(str(report.get('narrative') or '-'))}</p>"]
+    out += [f"<h4>{tr('Narrative')} ({narrator})</h4>", f"<p>{html.escape(str(report.get('narrative') or '-'))}</p>"]
     notes = report.get("notes") or []
     if notes:
-        out.append(f"<h3>{tr('Notes')}</h3><ul>" + "".join(f"<li>{html.escape(str(n))}</li>" for n in notes) + "</ul>")
+        out.append(f"<h4>{tr('Notes')}</h4><ul>" + "".join(f"<li>{html.escape(str(n))}</li>" for n in notes) + "</ul>")
     out.append("</body></html>")
     return "\n".join(out)
 

@@ -65,9 +65,12 @@ class AssistWidgetMixin:
             result, overview = answer
             markdown = self.logic.apply_report(result)
             facts = result.params.get(protocol.R_REPORT_JSON) or {}
-            html = report_html.report_html(facts, [overview] if overview else [], markdown, tr=_)
+            volume, _segmentation = self.logic.nodes()
+            html = report_html.report_html(facts, [overview] if overview else [], markdown, tr=_,
+                                           title=volume.GetName())
             self._report = {"json": facts, "markdown": markdown, "html": html}
             self.ui.reportTextBrowser.setHtml(html)
+            self.ui.reportCollapsibleButton.collapsed = False
             self._status(_("Report: {n} finding(s); click one to show it.").format(n=len(facts.get("objects") or [])))
 
         self._run(_("Writing the report ..."), work, done)

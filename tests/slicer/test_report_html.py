@@ -50,8 +50,8 @@ def test_two_findings_render_as_a_table_with_links_and_both_images():
 def test_markdown_fallback_and_translation():
     html = report_html.report_html({}, markdown="# x\n| a |")
     assert "<br>" in html and "| a |" in html
-    assert "<h3>Befund</h3>" not in report_html.report_html(REPORT)
-    assert "<h3>Befunde</h3>" in report_html.report_html(REPORT, tr=lambda s: {"Findings": "Befunde"}.get(s, s))
+    assert "<h4>Befund</h4>" not in report_html.report_html(REPORT)
+    assert "<h4>Befunde</h4>" in report_html.report_html(REPORT, tr=lambda s: {"Findings": "Befunde"}.get(s, s))
 
 
 def test_finding_links_and_facts():

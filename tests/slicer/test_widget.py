@@ -94,7 +94,12 @@ def test_widget_walkthrough(server, lung2, mrml_scene, slicer_mod, monkeypatch, 
              for i in range(mrml_scene.GetNumberOfNodesByClass("vtkMRMLMarkupsLineNode"))]
     if facts.get("long_axis_mm"):
         assert len(lines) == 2 and abs(lines[0].GetMeasurement("length").GetValue() - facts["long_axis_mm"]) < 2.0
+    assert ui.reportCollapsibleButton.collapsed is False
     shot(w, "04_report")
+    document = qtslicer.QtWidgets.QTextBrowser()  # the same HTML at a reading width, for the README
+    document.setHtml(html)
+    document.resize(720, 900)
+    qtslicer.screenshot(document, shot(w, "04_report").replace("04_report", "04_report_document"))
     for suffix in ("md", "html", "pdf"):
         path = w.exportReport(str(tmp_path / f"report.{suffix}"))
         assert (tmp_path / f"report.{suffix}").stat().st_size > 100, path

@@ -25,7 +25,7 @@ def make_widget(slicer, monkeypatch):
     module = qtslicer.load_module(MODULE_DIR / "MedVLSlicer.py")
     widget = module.MedVLSlicerWidget()
     widget.setup()
-    qtslicer.unwrap(widget.parent).resize(420, 1100)
+    qtslicer.unwrap(widget.parent).resize(440, 1500)
     qtslicer.unwrap(widget.parent).show()
     return module, widget
 

@@ -31,6 +31,10 @@ class ctkCollapsibleButton(QtWidgets.QGroupBox):
         for child in self.findChildren(QtWidgets.QWidget, options=QtCore.Qt.FindDirectChildrenOnly):
             child.setVisible(expanded)
 
+    def showEvent(self, event):  # children are added after `collapsed` is set from the .ui
+        self._show(self.isChecked())
+        super().showEvent(event)
+
     def setText(self, text):
         self.setTitle(text)
 
