@@ -66,6 +66,10 @@ def test_widget_walkthrough(server, lung2, mrml_scene, slicer_mod, monkeypatch, 
     # a text prompt: a second object found by the server
     assert ui.textSegmentButton.enabled, "the test server has no text task"
     w.logic.refine = "hu"  # the HU candidate as is: no engine propagation (CPU time)
+    ui.textLineEdit.setText("the nodule in the right lung")  # lung2's is in the left: the server says so (400)
+    click(ui.textSegmentButton)
+    wait_idle(w, 90)
+    assert "no nodule in the right lung" in status(w) and "c0392b" in ui.statusLabel.styleSheet, status(w)
     ui.textLineEdit.setText("the nodule in the left lung")
     assert p.textPrompt == "the nodule in the left lung"
     click(ui.textSegmentButton)
@@ -106,6 +110,10 @@ def test_widget_walkthrough(server, lung2, mrml_scene, slicer_mod, monkeypatch, 
     assert (tmp_path / "report.pdf").read_bytes().startswith(b"%PDF")
 
     # a question about the segments
+    ui.questionLineEdit.setText("  ")
+    click(ui.askButton)
+    wait_idle(w, 10)
+    assert "type a question first" in status(w), status(w)
     ui.questionLineEdit.setText("how large is the tumour?")
     click(ui.askButton)
     wait_idle(w, 60)
