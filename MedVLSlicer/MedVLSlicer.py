@@ -181,6 +181,7 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, Assis
             self._status(_("Busy: wait for the running request or press Cancel."), error=True)
             return
         job = WidgetJob(None, onDone, objId, prompts)
+        job.previousRequest = self.logic.client.last_request_id if self.logic.client is not None else ""
         if serverCancel is not None:
             job.serverCancel = serverCancel
         job.future = self._executor.submit(work, job.clientCancel.is_set)
@@ -222,7 +223,9 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, Assis
                 if progress.mask is not None and job.prompts is not None and not job.clientCancel.is_set():
                     if self._guard(lambda: self.logic.apply_partial(job.prompts, progress)):
                         job.drawn, job.slicesDrawn = progress.mask, progress.slices_done
-        if job.poll is None and seconds - job.lastPoll >= self.progressInterval_s:
+        client = self.logic.client
+        ours = client is not None and client.last_request_id != job.previousRequest  # not the one before
+        if ours and job.poll is None and seconds - job.lastPoll >= self.progressInterval_s:
             job.lastPoll = seconds
             job.poll = self._sideExecutor.submit(self.logic.poll_progress, job.slicesDrawn, job.prompts is not None,
                                                  job.drawn)
@@ -230,7 +233,8 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, Assis
             job.clientCancel.set()  # the server did not stop in time: stop reading
         text = _("{seconds:.0f} s").format(seconds=seconds)
         if job.slicesDone:
-            text = _("{slices} slices, {seconds:.0f} s").format(slices=job.slicesDone, seconds=seconds)
+            text = _("{slices} of {total} slices, {seconds:.0f} s").format(
+                slices=job.slicesDone, total=self.ui.progressBar.maximum, seconds=seconds)
         self.ui.progressBar.setFormat(text)
 
     def _idle(self) -> None:

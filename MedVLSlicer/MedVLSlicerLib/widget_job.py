@@ -27,4 +27,5 @@ class WidgetJob:
     slicesDrawn: int = 0  # slices of the partial mask last drawn
     lastPoll: float = -1.0  # seconds after start of the last progress poll
     poll: Optional[concurrent.futures.Future] = None  # the progress poll in flight
+    previousRequest: str = ""  # the client's newest request id when this job started (progress polls wait for a new one)
     drawn: Optional[object] = None  # the partial mask drawn last (uint8 (k, j, i))

@@ -36,7 +36,6 @@ def application() -> QtWidgets.QApplication:
     global _APP
     if _APP is None:
         _APP = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["medvl-widget-tests"])
-        sys.excepthook = lambda kind, value, tb: ERRORS.append(value)
     return _APP
 
 
@@ -61,6 +60,7 @@ def modules(slicer) -> dict:
 def install(slicer, monkeypatch) -> None:
     """Put the harness in place for one test (monkeypatch undoes it)."""
     application()
+    monkeypatch.setattr(sys, "excepthook", lambda kind, value, tb: ERRORS.append(value))
     for name, mod in modules(slicer).items():
         monkeypatch.setitem(sys.modules, name, mod)
         if name.startswith("slicer."):
