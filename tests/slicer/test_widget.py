@@ -56,6 +56,7 @@ def test_widget_walkthrough(server, lung2, mrml_scene, slicer_mod, monkeypatch, 
     wait_idle(w, 90)
     obj = w.logic.state.objects[1]
     assert obj.voxels > 0 and "voxels" in status(w), status(w)
+    assert ui.segmentationSelector.currentNode() is p.segmentation is w.logic.nodes()[1]  # made and shown
     mask = masks.segment_array(w.logic.nodes()[1], obj.segment_id, volume)
     k = label_click(truth)[2]
     dice = 2 * np.logical_and(mask[k], truth[k]).sum() / (mask[k].sum() + truth[k].sum())
@@ -104,9 +105,12 @@ def test_widget_walkthrough(server, lung2, mrml_scene, slicer_mod, monkeypatch, 
     document.setHtml(html)
     document.resize(720, 900)
     qtslicer.screenshot(document, shot(w, "04_report").replace("04_report", "04_report_document"))
-    for suffix in ("md", "html", "pdf"):
-        path = w.exportReport(str(tmp_path / f"report.{suffix}"))
-        assert (tmp_path / f"report.{suffix}").stat().st_size > 100, path
+    for suffix in ("md", "html", "pdf"):  # the user's answer to the save dialog, then the button
+        target = str(tmp_path / f"report.{suffix}")
+        monkeypatch.setattr(qtslicer.QtWidgets.QFileDialog, "getSaveFileName",
+                            staticmethod(lambda *args, target=target: (target, "")))
+        click(ui.exportReportButton)
+        assert (tmp_path / f"report.{suffix}").stat().st_size > 100 and target in status(w), status(w)
     assert (tmp_path / "report.pdf").read_bytes().startswith(b"%PDF")
 
     # a question about the segments
@@ -126,6 +130,9 @@ def test_widget_walkthrough(server, lung2, mrml_scene, slicer_mod, monkeypatch, 
     place(p.foregroundPoints, volume, label_click(truth))
     click(ui.segmentButton)
     wait_idle(w, 60)
+    place(p.backgroundPoints, volume, [5, 5, 0])
+    qtslicer.unwrap(ui.backgroundPlaceWidget).deleteButton.click()  # the place widget's Delete all
+    assert p.backgroundPoints.GetNumberOfControlPoints() == 0
     place(p.backgroundPoints, volume, [10, 10, label_click(truth)[2]])
     click(ui.segmentButton)
     wait_idle(w, 60)
@@ -153,6 +160,9 @@ def test_widget_walkthrough(server, lung2, mrml_scene, slicer_mod, monkeypatch, 
     click(ui.openImageButton)
     wait_idle(w, 60)
     assert p.inputVolume.GetAttribute("MedVL.datastoreImage") == w.logic.list_datastore()[0].image_id
+    assert ui.inputVolumeSelector.currentNode() is p.inputVolume
+    ui.inputVolumeSelector.setCurrentNode(volume)  # back to lung2 from the selector
+    assert p.inputVolume is volume
     shot(w, "06_datastore")
     w.cleanup()
 
