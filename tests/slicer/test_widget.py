@@ -8,12 +8,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from MedVLSlicerLib import masks
-from MedVLSlicerLib.geometry import ijk_to_world, volume_ijk_to_world
-from MedVLSlicerLib.selftest import label_click
+pytest.importorskip("PyQt5.QtWidgets", reason="the Widget tests need PyQt5: pip install -r requirements/slicer.txt")
 
-from . import qtslicer
-from .widget_harness import click, make_widget, shot, status, wait_idle
+from MedVLSlicerLib import masks  # noqa: E402
+from MedVLSlicerLib.geometry import ijk_to_world, volume_ijk_to_world  # noqa: E402
+from MedVLSlicerLib.selftest import label_click  # noqa: E402
+
+from . import qtslicer  # noqa: E402
+from .widget_harness import click, make_widget, shot, status, wait_idle  # noqa: E402
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
