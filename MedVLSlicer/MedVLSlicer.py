@@ -34,9 +34,12 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from MedVLSlicerLib import selftest
+from MedVLSlicerLib.assist import AssistLogic
 from MedVLSlicerLib.errors import MedVLSlicerError
-from MedVLSlicerLib.logic import InteractiveLogic, quality_summary
+from MedVLSlicerLib.logic import InteractiveLogic
 from MedVLSlicerLib.prompts import PromptSet, prompt_set, show_points, text_prompt
+from MedVLSlicerLib.widget_assist import AssistWidgetMixin
+from MedVLSlicerLib.widget_job import WidgetJob
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the source checkout
 
@@ -76,8 +79,11 @@ class MedVLSlicerParameterNode:
     modality: Annotated[str, Choice(["auto", "CT", "MR"])] = "auto"  # text/report: override the image's modality
 
 
-class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, AssistWidgetMixin):
     """Wires the UI to MedVLSlicerLogic; one request at a time, in a worker thread."""
+
+    progressInterval_s = 0.25  # how often the running request's progress (and partial mask) is asked
+    cancelGrace_s = 10.0  # after Cancel: wait this long for the server to stop, then stop reading
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -87,9 +93,7 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)  # the network thread
         self._sideExecutor = concurrent.futures.ThreadPoolExecutor(max_workers=1)  # progress polls, cancel calls
-        self._progress = None  # future of the newest progress poll
-        self._slicesDone, self._lastProgressAt = 0, -1.0  # the running request's slices; when last polled (s)
-        self._job = None  # (future, cancel event, on_done, obj_id, started) of the running request
+        self._job: Optional[WidgetJob] = None  # the running request
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -117,6 +121,7 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.acceptButton.connect("clicked(bool)", self.onAccept)
         self.ui.reportButton.connect("clicked(bool)", self.onReport)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.setupAssist()
 
         self._pollTimer = qt.QTimer()  # collects worker results on the main thread
         self._pollTimer.setInterval(50)
@@ -133,6 +138,7 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._pollTimer.stop()
         self._keepaliveTimer.stop()
         self._executor.shutdown(wait=False)
+        self._sideExecutor.shutdown(wait=False)
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -168,27 +174,34 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
 
     # --- running requests off the Qt thread -----------------------------------------------------
-    def _run(self, title: str, work, onDone, objId: Optional[int] = None) -> None:
+    def _run(self, title: str, work, onDone, objId: Optional[int] = None, prompts: Optional[PromptSet] = None,
+             serverCancel: Optional[threading.Event] = None) -> None:
         """Run `work(should_cancel)` in the worker thread; `onDone(result)` later on this thread."""
         if self._job is not None:
             self._status(_("Busy: wait for the running request or press Cancel."), error=True)
             return
-        cancel = threading.Event()
-        future = self._executor.submit(work, cancel.is_set)
-        self._job = (future, cancel, onDone, objId, time.monotonic())
+        job = WidgetJob(None, onDone, objId, prompts)
+        job.previousRequest = self.logic.client.last_request_id if self.logic.client is not None else ""
+        if serverCancel is not None:
+            job.serverCancel = serverCancel
+        job.future = self._executor.submit(work, job.clientCancel.is_set)
+        self._job = job
         self._status(title)
         self.ui.progressBar.setRange(0, 0)  # busy until the server reports slices
         self._updateButtons()
         self._pollTimer.start()
 
     def _poll(self) -> None:
-        future, onDone, started = self._job[0], self._job[2], self._job[4]
-        if not future.done():
-            self._showProgress(time.monotonic() - started)
+        job = self._job
+        if job is None:
+            self._pollTimer.stop()
+            return
+        if not job.future.done():
+            self._showProgress(job, time.monotonic() - job.started)
             return
         self._idle()
         try:
-            onDone(future.result())
+            job.onDone(job.future.result())
         except MedVLSlicerError as error:
             self._status(str(error), error=True)
         except Exception as error:  # noqa: BLE001 - shown in the module, details in the log
@@ -196,24 +209,35 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._status(_("Unexpected error: {error} (details in the Python console)").format(error=error), error=True)
         self._updateButtons()
 
-    def _showProgress(self, seconds: float) -> None:
-        """Elapsed time, and the slices the server has propagated so far (GET /medvl/progress,
-        polled about once a second off the Qt thread)."""
+    def _showProgress(self, job: WidgetJob, seconds: float) -> None:
+        """Slices done of the axis (GET /medvl/progress, polled off the Qt thread every
+        `progressInterval_s`); a segment request's partial mask is drawn as it grows."""
+        if job.poll is not None and job.poll.done():
+            progress = job.poll.exception() is None and job.poll.result()
+            job.poll = None
+            if progress:
+                job.slicesDone = progress.slices_done
+                if progress.axis_size:
+                    self.ui.progressBar.setRange(0, progress.axis_size)
+                    self.ui.progressBar.setValue(min(progress.slices_done, progress.axis_size))
+                if progress.mask is not None and job.prompts is not None and not job.clientCancel.is_set():
+                    if self._guard(lambda: self.logic.apply_partial(job.prompts, progress)):
+                        job.drawn, job.slicesDrawn = progress.mask, progress.slices_done
+        client = self.logic.client
+        ours = client is not None and client.last_request_id != job.previousRequest  # not the one before
+        if ours and job.poll is None and seconds - job.lastPoll >= self.progressInterval_s:
+            job.lastPoll = seconds
+            job.poll = self._sideExecutor.submit(self.logic.poll_progress, job.slicesDrawn, job.prompts is not None,
+                                                 job.drawn)
+        if job.serverCancel.is_set() and time.monotonic() - job.cancelAt > self.cancelGrace_s:
+            job.clientCancel.set()  # the server did not stop in time: stop reading
         text = _("{seconds:.0f} s").format(seconds=seconds)
-        if self._progress is not None and self._progress.done():
-            report = self._progress.result()
-            self._progress = None
-            if report and report.get("slices_done"):
-                self._slicesDone = int(report["slices_done"])
-        if self._progress is None and seconds - self._lastProgressAt >= 1.0:
-            self._lastProgressAt = seconds
-            self._progress = self._sideExecutor.submit(self.logic.progress)
-        if self._slicesDone:
-            text = _("{slices} slices, {seconds:.0f} s").format(slices=self._slicesDone, seconds=seconds)
+        if job.slicesDone:
+            text = _("{slices} of {total} slices, {seconds:.0f} s").format(
+                slices=job.slicesDone, total=self.ui.progressBar.maximum, seconds=seconds)
         self.ui.progressBar.setFormat(text)
 
     def _idle(self) -> None:
-        self._progress, self._slicesDone, self._lastProgressAt = None, 0, -1.0
         self._pollTimer.stop()
         self._job = None
         self.ui.progressBar.setRange(0, 1)
@@ -221,17 +245,21 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.setFormat("")
 
     def onCancel(self) -> None:
-        """Give the module back at once; the abandoned request's answer is never applied
-        (the server stops it at its next slice; the next request of that object asks for a
-        full mask)."""
-        if self._job is None:
+        """A segment request: ask the server to stop at its next slice and keep what was done
+        (the answer then carries the kept mask). Any other request: stop reading its answer."""
+        job = self._job
+        if job is None:
             return
-        cancel, objId = self._job[1], self._job[3]
-        cancel.set()  # the client stops reading the answer
-        self._sideExecutor.submit(self.logic.cancel_running)  # the server stops at its next slice
+        if job.prompts is not None and not job.serverCancel.is_set():
+            job.serverCancel.set()
+            job.cancelAt = time.monotonic()
+            self._sideExecutor.submit(self.logic.cancel_running)  # the server stops at its next slice
+            self._status(_("Cancelling: the server stops at its next slice and keeps what was done ..."))
+            return
+        job.clientCancel.set()
         self._idle()
-        if objId is not None:
-            self.logic.discard(objId)
+        if job.objId is not None:
+            self.logic.discard(job.objId)
         self._status(_("Cancelled; the answer will be discarded."))
         self._updateButtons()
 
@@ -273,18 +301,7 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.textLineEdit.enabled = hasText
         self.ui.textSegmentButton.enabled = hasText and not busy
         self.ui.reportButton.enabled = not busy and server is not None and bool(server.report_task) and obj is not None
-
-    def _showAnswer(self, obj) -> None:
-        answer, lat = self.logic.state.last_answer, self.logic.state.latencies
-        self._status(_("{name}: {voxels} voxels, slices {range}, {ml} mL ({action})").format(
-            name=obj.name, voxels=obj.voxels, range=answer.get("slice_range"), ml=answer.get("volume_ml"),
-            action=answer.get("action", "")) + ("  ·  " + quality_summary(answer) if answer.get("quality") else ""))
-        warnings = (answer.get("quality") or {}).get("warnings") or []
-        self.ui.statusLabel.toolTip = "\n".join(w.get("message", "") for w in warnings)
-        engine = (answer.get("engine") or {}).get("name") or "engine"
-        self.ui.latencyLabel.setText(_("server {total:.2f} s ({engine} {infer:.2f} s) · round trip {rt:.2f} s").format(
-            total=lat.get("total") or 0.0, engine=engine, infer=lat.get("infer") or 0.0, rt=lat.get("round_trip") or 0.0))
-        self.ui.latencyLabel.toolTip = (answer.get("engine") or {}).get("model", "")
+        self.updateAssistButtons(busy)
 
     # --- buttons ---------------------------------------------------------------------------------
     def onConnect(self) -> None:
@@ -331,16 +348,24 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             prompts = self._guard(lambda: text_prompt(p.textPrompt, self.logic.next_obj_id()))
             if prompts is not None:
                 p.objectId = prompts.obj_id
-                self._send(prompts, True)
+                self._send(prompts, p.autoPropagate)
 
         self._ensureSession(send)
 
     def _send(self, prompts: PromptSet, propagate: bool) -> None:
+        stop = threading.Event()
+
+        def done(result):
+            obj = self.logic.apply(prompts, result)
+            self._showAnswer(obj)
+            if result.params.get("cancelled"):
+                self._status(_("Cancelled: kept {name} on slices {range} ({voxels} voxels).").format(
+                    name=obj.name, range=result.params.get("slice_range"), voxels=obj.voxels))
+
         self._run(
             _("Segmenting {name} ...").format(name=self.logic.name_for(prompts)),
-            lambda cancelled: self.logic.send(prompts, propagate, should_cancel=cancelled),
-            lambda result: self._showAnswer(self.logic.apply(prompts, result)),
-            objId=prompts.obj_id,
+            lambda cancelled: self.logic.send_keeping(prompts, propagate, stop, should_cancel=cancelled),
+            done, objId=prompts.obj_id, prompts=prompts, serverCancel=stop,
         )
 
     def onUndo(self) -> None:
@@ -370,11 +395,6 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                       lambda answer: self._status(_("Saved as label '{label}' of image '{image}'.").format(
                           label=answer.get("label", "?"), image=answer.get("image", "?"))))
 
-    def onReport(self) -> None:
-        self.logic.set_modality(self._parameterNode.modality)
-        self._run(_("Writing the report ..."), lambda cancelled: self.logic.send_report(should_cancel=cancelled),
-                  lambda result: self.ui.reportTextBrowser.setPlainText(self.logic.apply_report(result)))
-
     def onNewObject(self) -> None:
         nextId = self.logic.next_obj_id() if self.logic.state else self._parameterNode.objectId + 1
         self._parameterNode.objectId = nextId  # onObjectChanged clears the markups
@@ -397,7 +417,7 @@ class MedVLSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p.boxRoi.RemoveAllControlPoints()
 
 
-class MedVLSlicerLogic(ScriptedLoadableModuleLogic, InteractiveLogic):
+class MedVLSlicerLogic(ScriptedLoadableModuleLogic, InteractiveLogic, AssistLogic):
     """The module's Logic: InteractiveLogic (MedVLSlicerLib) plus the parameter node.
 
     Usable without the Widget, e.g. from the Python console:

@@ -45,6 +45,7 @@ class InferResult:
     mask_name: str = ""  # the file name the server gave it; its suffix tells the format
     seconds: float = 0.0  # client-measured round trip (request sent -> last byte read)
     files: dict = field(default_factory=dict)  # every file part by field name (mask included)
+    decoded: Optional[tuple] = None  # (labels (k, j, i), IJK->RAS) when decoded off the GUI thread
 
 
 def encode_multipart(fields: dict, files: dict) -> tuple[bytes, str]:
@@ -263,6 +264,25 @@ class MedVLClient:
         path = protocol.PROGRESS.format(request_id=urllib.parse.quote(request_id, safe=""))
         return self._json("GET", path, timeout_s=min(self.timeout_s, 10.0))
 
+    def partial_mask(self, request_id: str) -> Optional[bytes]:
+        """GET /medvl/progress/<id>?mask=1: the object's mask so far (NRRD bytes, the image's
+        geometry), or None while the request has no partial mask (not propagating, or done)."""
+        path = protocol.PROGRESS.format(request_id=urllib.parse.quote(request_id, safe=""))
+        try:
+            _, _, body = self._request("GET", path, query={"mask": 1}, timeout_s=min(self.timeout_s, 30.0))
+        except ServerError as error:
+            if error.status == 409:
+                return None
+            raise
+        return body
+
+    def get_file(self, path: str) -> bytes:
+        """GET a server path the server named in an answer (a report's files)."""
+        if not path.startswith("/"):
+            raise ServerError(400, f"server file path {path!r} must start with '/'", path)
+        _, _, body = self._request("GET", path, timeout_s=min(self.timeout_s, 60.0))
+        return body
+
     def cancel_request(self, request_id: str) -> dict:
         """POST /medvl/cancel/<id>: the server stops that request at its next slice, keeping what was done."""
         path = protocol.CANCEL.format(request_id=urllib.parse.quote(request_id, safe=""))
@@ -272,6 +292,11 @@ class MedVLClient:
     def datastore(self) -> dict:
         """GET /datastore/?output=all: every image and label the server stores."""
         return self._json("GET", protocol.DATASTORE, query={"output": "all"})
+
+    def download_image(self, image_id: str) -> bytes:
+        """GET /datastore/image?image=ID: the stored volume file's bytes."""
+        _, _, body = self._request("GET", protocol.DATASTORE_IMAGE, query={"image": image_id})
+        return body
 
     def has_image(self, image_id: str) -> bool:
         """True when the datastore holds `image_id`."""

@@ -117,6 +117,7 @@ class InteractiveLogic:
         self.client: Optional[MedVLClient] = None  # set by connect()
         self.server: Optional[ServerInfo] = None  # set by connect()
         self.state: Optional[SessionState] = None  # set by prepare() / start()
+        self.refine: str = ""  # text prompts: "hu" (HU candidate only, fast) / "engine" / "auto"; "": the server's default
         self.modality: str = ""  # "CT" / "MR": sent with text and report requests; "": the server reads it
 
     def set_modality(self, value: str) -> None:
@@ -159,7 +160,7 @@ class InteractiveLogic:
 
     def _state(self) -> SessionState:
         if self.state is None:
-            raise MedVLSlicerError("no session: choose a volume and press Start (or call start(volume)) first")
+            raise MedVLSlicerError("no session: choose a volume and press Segment (or call start(volume)) first")
         return self.state
 
     # --- session -----------------------------------------------------------------------------
@@ -181,8 +182,10 @@ class InteractiveLogic:
         folder = tempfile.mkdtemp(prefix="medvl_slicer_")
         name = "".join(c if c.isalnum() or c in "-_" else "_" for c in volume_node.GetName()) or "volume"
         path = masks.write_volume_file(volume_node, os.path.join(folder, name + ".nrrd"))
-        image_id = f"{name}-{masks.content_digest(volume_node)}"  # never overwrites another image
-        self.state = SessionState(volume_node.GetID(), segmentation_node.GetID(), path, image_id=image_id)
+        stored = volume_node.GetAttribute("MedVL.datastoreImage") or ""  # opened from the datastore: label that image
+        image_id = stored or f"{name}-{masks.content_digest(volume_node)}"  # never overwrites another image
+        self.state = SessionState(volume_node.GetID(), segmentation_node.GetID(), path, image_id=image_id,
+                                  image_in_datastore=bool(stored))
         return self.state
 
     def upload(self) -> str:
@@ -255,6 +258,8 @@ class InteractiveLogic:
         params[protocol.P_OUTPUT_LABELS] = "object"
         if prompts.text and self.modality:
             params[protocol.P_MODALITY] = self.modality
+        if prompts.text and self.refine:
+            params[protocol.P_REFINE] = self.refine
         if self.state.generation:
             params[protocol.P_MEDVL_SESSION] = self.state.generation
         return params
@@ -364,7 +369,7 @@ class InteractiveLogic:
         volume = slicer.mrmlScene.GetNodeByID(state.volume_node_id)
         segmentation = slicer.mrmlScene.GetNodeByID(state.segmentation_node_id)
         if volume is None or segmentation is None:
-            raise MedVLSlicerError("the session's volume or segmentation was deleted: press Start again")
+            raise MedVLSlicerError("the session's volume or segmentation was deleted: choose the volume again and press Segment")
         return volume, segmentation
 
     def _object(self, obj_id: int) -> ObjectState:
@@ -393,7 +398,7 @@ class InteractiveLogic:
                 return  # a crop answer: nothing changed
             raise MedVLSlicerError(f"the server answered without a mask: {str(result.params)[:200]}")
         volume, segmentation = self.nodes()
-        labels, ijk_to_ras = masks.read_mask_bytes(result.mask, result.mask_name)
+        labels, ijk_to_ras = result.decoded or masks.read_mask_bytes(result.mask, result.mask_name)
         crop = result.params.get(protocol.R_CROP) or {}
         offset = masks.crop_offset(volume, labels.shape, ijk_to_ras, crop.get("offset_ijk"))
         full = labels.shape == tuple(reversed(volume.GetImageData().GetDimensions()))

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
+import zlib
 
 import numpy as np
 
 from .errors import GeometryError, ServerError
-from .geometry import round_index, world_to_continuous_ijk
+from .geometry import ijk_to_ras_matrix, round_index, world_to_continuous_ijk
 
 logger = logging.getLogger(__name__)
 
@@ -54,12 +56,49 @@ def content_digest(volume_node) -> str:
     return digest.hexdigest()[:12]
 
 
+_NRRD_UINT8 = {"uchar", "unsigned char", "uint8", "uint8_t", "unsigned char"}
+_VECTOR = re.compile(r"\(([^)]*)\)")
+
+
+def decode_nrrd(data: bytes):
+    """(array (k, j, i) uint8, IJK -> RAS) of a 3D uint8 NRRD in LPS or RAS space, raw or
+    gzip, decoded in numpy and zlib (which let other threads run: VTK's reader holds
+    Python's lock for the whole file, freezing the GUI thread); None for any other NRRD."""
+    end = data.find(b"\n\n")
+    if not data.startswith(b"NRRD") or end < 0:
+        return None
+    fields = {}
+    for line in data[:end].decode("ascii", "replace").splitlines()[1:]:
+        key, sep, value = line.partition(":")
+        if sep and not line.startswith("#"):
+            fields[key.strip().lower()] = value.strip()
+    space = fields.get("space", "")
+    if (fields.get("type") not in _NRRD_UINT8 or fields.get("dimension") != "3"
+            or fields.get("encoding") not in ("gzip", "gz", "raw") or space not in ("left-posterior-superior", "right-anterior-superior")):
+        return None
+    sizes = [int(v) for v in fields["sizes"].split()]
+    columns = np.array([[float(x) for x in v.split(",")] for v in _VECTOR.findall(fields["space directions"])]).T
+    origin = np.array([float(x) for x in _VECTOR.findall(fields.get("space origin", "(0,0,0)"))[0].split(",")])
+    if space.startswith("left"):  # LPS -> RAS
+        columns[:2] *= -1
+        origin[:2] *= -1
+    payload = data[end + 2:]
+    raw = zlib.decompress(payload, 31) if fields["encoding"] != "raw" else payload
+    array = np.frombuffer(raw, np.uint8, count=sizes[0] * sizes[1] * sizes[2]).reshape(sizes[::-1])
+    spacing = np.linalg.norm(columns, axis=0)
+    return array.copy(), ijk_to_ras_matrix(origin, spacing, columns / spacing)
+
+
 def read_mask_bytes(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Decode a mask file's bytes (NRRD or NIfTI, suffix taken from `name`).
 
     Returns (array (k, j, i) uint8, its 4x4 IJK -> RAS matrix).
     """
     import slicer
+
+    fast = decode_nrrd(data) if data[:4] == b"NRRD" else None
+    if fast is not None:
+        return fast
 
     name = os.path.basename(name or "mask.nrrd")
     suffix = ".nii.gz" if name.endswith(".nii.gz") else os.path.splitext(name)[1] or ".nrrd"
@@ -152,6 +191,44 @@ def apply_mask(segmentation_node, segment_id: str, volume_node, mask_kji: np.nda
         full[k : k + dk, j : j + dj, i : i + di] = mask_kji
     slicer.util.updateSegmentBinaryLabelmapFromArray(full, segmentation_node, segment_id, volume_node)
     return int(np.count_nonzero(full))
+
+
+def paste_slab(segmentation_node, segment_id: str, volume_node, slab_kji: np.ndarray, offset_ijk=(0, 0, 0),
+               add_only: bool = False) -> None:
+    """Write a 0/1 box `slab_kji` ((k, j, i), placed at voxel `offset_ijk` of the volume)
+    into the segment straight from numpy: `add_only` adds its voxels to the segment (any
+    box); otherwise the box must be the whole grid and replaces the segment. Cheaper than
+    `apply_mask` (no labelmap node): 0.01-0.04 s for lung2 against ~0.06 s."""
+    import slicer
+    import vtk
+    from vtk.util import numpy_support
+
+    shape = tuple(reversed(volume_node.GetImageData().GetDimensions()))
+    if not add_only and (slab_kji.shape != shape or tuple(offset_ijk) != (0, 0, 0)):
+        raise GeometryError(f"a replacing paste needs the whole grid {shape}, not {slab_kji.shape} at {offset_ijk}")
+    i, j, k = (int(v) for v in offset_ijk)
+    dk, dj, di = slab_kji.shape
+    image = slicer.vtkOrientedImageData()
+    image.SetExtent(i, i + di - 1, j, j + dj - 1, k, k + dk - 1)
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    image.SetImageToWorldMatrix(matrix)
+    numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dk, dj, di)[:] = slab_kji
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    mode = logic.MODE_MERGE_MAX if add_only else logic.MODE_REPLACE
+    if not logic.SetBinaryLabelmapToSegment(image, segmentation_node, segment_id, mode):
+        raise GeometryError(f"could not paste a {slab_kji.shape} (k, j, i) box at {offset_ijk} into segment {segment_id}")
+
+
+def changed_box(before: np.ndarray, after: np.ndarray):
+    """(slab of `after`, offset (i, j, k)) covering every voxel that differs; None if none."""
+    diff = np.nonzero(before != after)
+    if not diff[0].size:
+        return None
+    lo = [int(d.min()) for d in diff]
+    hi = [int(d.max()) + 1 for d in diff]
+    return after[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], (lo[2], lo[1], lo[0])
 
 
 def clear_segment(segmentation_node, segment_id: str, volume_node) -> None:

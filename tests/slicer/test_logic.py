@@ -255,7 +255,7 @@ def test_report_and_names(session):
 def test_calls_in_the_wrong_state_say_what_to_do(lung2):
     volume, _ = lung2
     logic = InteractiveLogic()
-    with pytest.raises(MedVLSlicerError, match="no session: choose a volume and press Start"):
+    with pytest.raises(MedVLSlicerError, match="no session: choose a volume and press Segment"):
         logic.undo(1)
     with pytest.raises(PromptError, match="loaded volume"):
         logic.prepare(None)
