@@ -87,3 +87,60 @@ def test_images_without_a_series_and_uploads_are_refused(dicom_server):
     r = _post(server, None, {"foreground": [[40, 40, 1]]}, "dicom_seg", upload=server.studies / "plain.nii.gz")
     assert r.status_code == 400 and "an uploaded file has no series" in r.json()["detail"]
     assert server.alive()
+
+
+def _report(server, image, params):
+    import requests
+
+    r = requests.post(f"{server.url}/infer/medvl_report", params={"image": image, "output": "json"},
+                      files={"params": (None, json.dumps(params))}, timeout=300)
+    return r
+
+
+def test_report_with_dicom_sr_answers_sr_and_seg_equal_to_the_json(dicom_server):
+    """`dicom_sr: true` on medvl_report: the SR's measurements equal the JSON report's facts and its SEG's
+    segment equals the object's mask (GET from the reply's `files`)."""
+    import requests
+
+    from medvl.dicom.sr import read_sr_measurements
+
+    server, volume, truth = dicom_server
+    rows, cols = np.flatnonzero(truth[1].any(axis=1)), np.flatnonzero(truth[1].any(axis=0))
+    box = {"boxes": [[[int(cols[0]), int(rows[0]), 1], [int(cols[-1]), int(rows[-1]), 1]]], "propagate": False,
+           "label": "tumour", "client_id": "dicom-sr"}
+    r = _post(server, "ct", box, "image")
+    assert r.status_code == 200, r.text
+    (server.studies / "sr_mask.nrrd").write_bytes(r.content)
+    r = _report(server, "ct", {"client_id": "dicom-sr", "label": "tumour", "dicom_sr": True})
+    assert r.status_code == 200, r.text
+    reply = r.json()
+    assert {"sr", "seg"} <= reply["files"].keys() and "language" in reply
+    sr = requests.get(server.url + reply["files"]["sr"], timeout=60)
+    assert sr.status_code == 200 and sr.headers["content-type"] == "application/dicom"
+    values, texts = read_sr_measurements(pydicom.dcmread(io.BytesIO(sr.content)))
+    facts = reply["report_json"]["objects"]
+    assert [f["name"] for f in facts] == list(values) and facts
+    for f in facts:
+        got = values[f["name"]]
+        assert got["volume_ml"] == f["volume_ml"] and got["mean"] == f["mean"] and got["sd"] == f["sd"]
+        if "long_axis_mm" in got:
+            assert (got["long_axis_mm"], got["short_axis_mm"]) == (f["long_axis_mm"], f["short_axis_mm"])
+    assert texts.get("Impression") == reply["report_json"]["impression"]
+    seg = pydicom.dcmread(io.BytesIO(requests.get(server.url + reply["files"]["seg"], timeout=60).content))
+    labels, names = read_dicom_seg(seg, volume)
+    from medvl.io import read_mask
+
+    mask = read_mask(server.studies / "sr_mask.nrrd", like=volume)
+    np.testing.assert_array_equal(labels > 0, mask.array > 0)
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == volume.name
+
+
+def test_report_dicom_sr_on_an_image_without_a_series_is_a_400(dicom_server):
+    server, _, _ = dicom_server
+    r = _report(server, "plain", {"text": "lungs", "dicom_sr": True})
+    assert r.status_code == 400, r.text
+    detail = r.json()["detail"]
+    assert "'plain' is not backed by a DICOM series" in detail and "\n" not in detail
+    r = _report(server, "plain", {"text": "lungs", "dicom_sr": "maybe"})
+    assert r.status_code == 400 and "dicom_sr" in r.json()["detail"]
+    assert server.alive()

@@ -131,7 +131,7 @@ def _install_access(app) -> None:
 
 _install_access(app)
 
-_MEDIA = {".json": "application/json", ".md": "text/markdown", ".png": "image/png"}
+_MEDIA = {".json": "application/json", ".md": "text/markdown", ".png": "image/png", ".dcm": "application/dicom"}
 
 
 @app.get(REPORT_ROUTE, include_in_schema=False)

@@ -9,7 +9,8 @@ source series, so the image must be a datastore image backed by a DICOM series f
   studies folder.
 
 Anything else (an upload, a NIfTI without its series) is a 400 naming the alternative, checked
-before any model work. The task's label file (full or a crop) is placed on the series' grid
+before any model work. The same lookup serves `dicom_sr: true` on `medvl_report` (`write_report_sr`:
+the report's SR and SEG next to its report.json, served by the report route). The task's label file (full or a crop) is placed on the series' grid
 by its geometry (`medvl.geometry`); label names and the engine come from the task's JSON.
 """
 
@@ -22,15 +23,22 @@ import tempfile
 logger = logging.getLogger(__name__)
 
 
-def source_series_dir(datastore, image_id: str, uploaded: bool) -> str:
-    """The DICOM series folder behind `image_id`; ValueError (-> 400) when there is none."""
+def source_series_dir(datastore, image_id: str, uploaded: bool, what: str = "output=dicom_seg") -> str:
+    """The DICOM series folder behind `image_id`; ValueError (-> 400) when there is none. `what` names
+    the request in the message ("output=dicom_seg", "dicom_sr")."""
+    if uploaded or not image_id:
+        raise ValueError(f"{what} needs ?image=<datastore id> of a DICOM series: an uploaded file has no "
+                         "series for the SEG to reference; ask output=image, json or all")
+    uri = datastore.get_image_uri(image_id) or ""
+    return series_dir_of(uri, image_id, what)
+
+
+def series_dir_of(uri: str, image_id: str, what: str) -> str:
+    """The DICOM series folder of the image file/folder `uri` (itself, or `<stem>/` next to it);
+    ValueError naming the image when there is none."""
     from medvl.batch.inputs import _holds_dicom
     from pathlib import Path
 
-    if uploaded or not image_id:
-        raise ValueError("output=dicom_seg needs ?image=<datastore id> of a DICOM series: an uploaded file has no "
-                         "series for the SEG to reference; ask output=image, json or all")
-    uri = datastore.get_image_uri(image_id) or ""
     candidates = [Path(uri)] if uri else []
     if uri and Path(uri).is_file():
         name = Path(uri).name
@@ -39,8 +47,30 @@ def source_series_dir(datastore, image_id: str, uploaded: bool) -> str:
     for folder in candidates:
         if folder.is_dir() and _holds_dicom(folder):
             return str(folder)
-    raise ValueError(f"output=dicom_seg: image {image_id[:80]!r} is not backed by a DICOM series (no DICOM folder "
-                     f"{'next to ' + os.path.basename(uri) if uri else 'for it'}); ask output=image, json or all")
+    raise ValueError(f"{what}: image {(image_id or os.path.basename(uri))[:80]!r} is not backed by a DICOM series "
+                     f"(no DICOM folder {'next to ' + os.path.basename(uri) if uri else 'for it'}); "
+                     f"{'ask output=image, json or all' if what.startswith('output=') else 'leave ' + what + ' out'}")
+
+
+def write_report_sr(report, volume, series_dir: str, folder, algorithm) -> dict:
+    """The report's SR and SEG (`medvl.dicom.export.write_report_dicom`) as `folder`/report.sr.dcm and
+    report.seg.dcm, referencing the series in `series_dir`; {"sr": path, "seg": path}.
+
+    The report's masks are on the session volume's grid (the datastore image), which must be the
+    series' grid (GeometryError naming the difference otherwise)."""
+    from pathlib import Path
+
+    from medvl.errors import GeometryError
+    from medvl.io import read_volume
+
+    series = read_volume(series_dir)
+    if series.array.shape != volume.array.shape or not series.geometry.same_as(volume.geometry):
+        raise GeometryError(f"dicom_sr: the image's grid is not its DICOM series' ({series_dir}): "
+                            f"{volume.geometry.describe_difference(series.geometry)}, shape (k, j, i) "
+                            f"{volume.array.shape} vs {series.array.shape}; leave dicom_sr out")
+    from medvl.dicom.export import write_report_dicom
+
+    return write_report_dicom(report, series, Path(folder) / "report.sr.dcm", algorithm, Path(folder) / "report.seg.dcm")
 
 
 def write_result_seg(result: dict, series_dir: str, out_dir: str | None) -> str:

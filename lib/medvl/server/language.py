@@ -16,7 +16,9 @@ maps requests (`medvl.server.protocol.parse_language_request`) onto sessions and
 - report: the masks of the session's objects (text or interactive results) plus any text
   prompts -> `build_report` -> `write_report` into `<report_dir>/<report id>/`; the JSON
   part carries the markdown and the facts, and `files` holds the GET URLs
-  (`REPORT_ROUTE`, served by `medvl.server.asgi`) of report.json, report.md, overview.png.
+  (`REPORT_ROUTE`, served by `medvl.server.asgi`) of report.json, report.md, overview.png;
+  with `dicom_sr` also report.sr.dcm and report.seg.dcm (`medvl.server.dicom_output`: the
+  image must be backed by a DICOM series, checked before any work).
 - vqa: `answer(volume, question, masks)` with the masks of the named session objects.
 
 Every reply names the language backend under "language" (`VLMConfig.describe()`: offline, or
@@ -57,6 +59,7 @@ logger = logging.getLogger(__name__)
 
 REPORT_ROUTE = "/medvl/report/{report_id}/{name}"  # GET: one file of a medvl_report answer
 REPORT_FILES = {"json": "report.json", "md": "report.md", "overview": "overview.png"}
+DICOM_FILES = {"sr": "report.sr.dcm", "seg": "report.seg.dcm"}  # with `dicom_sr` (medvl.server.dicom_output)
 _REPORT_ID = re.compile(r"^[0-9a-f]{12}$")
 
 
@@ -123,6 +126,7 @@ class LanguageService:
         timer, t0 = Timer(), time.perf_counter()
         with timer.stage("parse"):
             request = parse_language_request(params, "report")
+            series_dir = _series_dir(image_path, image_id) if request.dicom_sr else None  # 400 before any work
         with self.service.held(request, image_path, image_id, monai_session_id, timer) as (entry, key):
             masks = self._masks(entry, request, timer)
             scratch = _free_obj_id(entry)
@@ -136,10 +140,14 @@ class LanguageService:
             with timer.stage("write"):
                 write_report(report, _volume(entry, request), self._report_folder(report_id))  # files only: no lock
                 self._prune()
+            kinds = dict(REPORT_FILES)
+            if series_dir is not None:
+                with timer.stage("dicom_sr"):
+                    self._write_sr(report, entry.volume, series_dir, report_id)
+                kinds.update(DICOM_FILES)
             info = {
                 "report": report.to_markdown(), "report_json": report.to_dict(), "report_id": report_id,
-                "files": {kind: REPORT_ROUTE.format(report_id=report_id, name=name)
-                          for kind, name in REPORT_FILES.items()},
+                "files": {kind: REPORT_ROUTE.format(report_id=report_id, name=name) for kind, name in kinds.items()},
                 "objects": sorted(masks), "session": self._session_info(entry, key), "language": report.language,
             }
         info["latencies"] = latencies(timer, time.perf_counter() - t0)
@@ -147,10 +155,22 @@ class LanguageService:
 
     def report_file(self, report_id: str, name: str) -> Path | None:
         """The path of one file of a kept report, or None (unknown id or name, or pruned)."""
-        if self._report_root is None or not _REPORT_ID.match(report_id) or name not in REPORT_FILES.values():
+        known = (*REPORT_FILES.values(), *DICOM_FILES.values())
+        if self._report_root is None or not _REPORT_ID.match(report_id) or name not in known:
             return None
         path = self._report_root / report_id / name
         return path if path.is_file() else None
+
+    def _write_sr(self, report, volume, series_dir: str, report_id: str) -> None:
+        """report.sr.dcm + report.seg.dcm in the report's folder, referencing the image's DICOM series."""
+        from medvl.dicom.seg import AlgorithmInfo
+        from medvl.server.dicom_output import write_report_sr
+
+        refine = self.settings.text_refine
+        engine = self.service.engine() if refine != "hu" else None
+        algorithm = AlgorithmInfo(engine.name if engine else "hu", getattr(engine, "label", "") if engine else "",
+                                  interactive=False)
+        write_report_sr(report, volume, series_dir, self._report_folder(report_id), algorithm)
 
     # ---- medvl_vqa -----------------------------------------------------------------------
     def vqa(self, params: dict, image_path: str, image_id: str,
@@ -213,6 +233,17 @@ class LanguageService:
                              key=lambda p: p.stat().st_mtime, reverse=True)
             for old in folders[self.settings.reports_kept:]:
                 shutil.rmtree(old, ignore_errors=True)
+
+
+def _series_dir(image_path: str, image_id: str) -> str:
+    """The DICOM series behind the request's image (`medvl.server.dicom_output`); BadRequestError (400) if none."""
+    from medvl.server.dicom_output import series_dir_of
+    from medvl.server.protocol import BadRequestError
+
+    try:
+        return series_dir_of(image_path or "", image_id, "dicom_sr")
+    except ValueError as error:
+        raise BadRequestError(str(error)) from None
 
 
 def _precheck(text: str, modality: str | None):

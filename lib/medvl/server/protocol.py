@@ -55,7 +55,9 @@ Language tasks (`medvl.server.language`), same session keys (`client_id`, MONAI 
   "deterministic" | "smollm2" | "vlm" (default: "vlm" when the server has `--conf vlm`, else
   "deterministic"). No file; the JSON carries `report` (markdown text),
   `report_json` (the facts: report.json) and `files` (GET URLs of report.json,
-  report.md, overview.png).
+  report.md, overview.png). `dicom_sr` true: also the report as a DICOM Comprehensive 3D SR
+  and its SEG (`files` "sr", "seg"), for an image backed by a DICOM series
+  (`medvl.server.dicom_output`); any other image: 400 naming it, before any work.
 - `medvl_vqa`: `question` (required); `obj_id` / `label` - session objects whose masks
   the answer is about (default: none, the question's object is solved from the image).
   No file; the JSON carries `answer`, `answerable`, `intent`, `facts`, `grounding`.
@@ -78,6 +80,7 @@ CLIENT_ID, RESULT_EXTENSION = "client_id", "result_extension"
 BOXES, AXIS, OBJ_ID, UNDO, MEDVL_SESSION = "boxes", "axis", "obj_id", "undo", "medvl_session"
 CROP, OUTPUT_LABELS, ROI_MODE, PROPAGATE = "crop", "output_labels", "roi_mode", "propagate"
 TEXT, QUESTION, REFINE, NARRATOR = "text", "question", "refine", "narrator"  # language tasks
+DICOM_SR = "dicom_sr"  # medvl_report: also write the report as DICOM SR + SEG
 MODALITY = "modality"  # language tasks: "CT" | "MR" overrides the image's (medvl.io.MODALITIES)
 MODALITIES = ("CT", "MR")
 REFINE_MODES = ("hu", "engine", "auto")  # medvl.language.solvers.REFINE_MODES, without importing it
@@ -116,7 +119,7 @@ _MONAILABEL = {  # set by MONAI Label itself (infer, batch infer) or sent by its
     "timeout", "logging", "images", "_id", "_image_id", "multi_gpu", "gpus", "max_workers", "max_batch_size"}
 _KNOWN = {FOREGROUND, BACKGROUND, ROI, LABEL, RESET_STATE, CLIENT_ID, RESULT_EXTENSION, BOXES, AXIS, OBJ_ID,
           UNDO, MEDVL_SESSION, CROP, OUTPUT_LABELS, ROI_MODE, PROPAGATE} | _MONAILABEL
-_KNOWN_LANGUAGE = {TEXT, QUESTION, REFINE, NARRATOR, MODALITY, LABEL, OBJ_ID, CLIENT_ID, RESULT_EXTENSION,
+_KNOWN_LANGUAGE = {TEXT, QUESTION, REFINE, NARRATOR, DICOM_SR, MODALITY, LABEL, OBJ_ID, CLIENT_ID, RESULT_EXTENSION,
                    MEDVL_SESSION, CROP, OUTPUT_LABELS, AXIS, PROPAGATE} | _MONAILABEL  # axis, propagate: sent by clients, unused
 
 
@@ -143,6 +146,7 @@ class LanguageRequest:
     crop: bool = False
     output_labels: str = "object"
     undo: int = 0  # never set: a language request always may create its session
+    dicom_sr: bool = False  # report: also the DICOM SR + SEG (the image must be backed by a DICOM series)
     ignored: tuple[str, ...] = field(default=(), compare=False)
 
 
@@ -187,6 +191,7 @@ def parse_language_request(params: dict, task: str) -> LanguageRequest:
         expect_session=str(params[MEDVL_SESSION]) if params.get(MEDVL_SESSION) else None,
         client_id=str(params.get(CLIENT_ID) or ""), result_extension=_extension(params),
         crop=_bool(params.get(CROP, False), CROP), output_labels=_output_labels(params),
+        dicom_sr=task == "report" and _bool(params.get(DICOM_SR, False), DICOM_SR),
         ignored=tuple(sorted(k for k in params if k not in _KNOWN_LANGUAGE)),
     )
 
