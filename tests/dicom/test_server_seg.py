@@ -141,6 +141,8 @@ def test_report_dicom_sr_on_an_image_without_a_series_is_a_400(dicom_server):
     assert r.status_code == 400, r.text
     detail = r.json()["detail"]
     assert "'plain' is not backed by a DICOM series" in detail and "\n" not in detail
-    r = _report(server, "plain", {"text": "lungs", "dicom_sr": "maybe"})
-    assert r.status_code == 400 and "dicom_sr" in r.json()["detail"]
+    r = _report(server, "plain", {"text": "lungs", "dicom_sr": "no-such-image"})  # a string names a datastore image
+    assert r.status_code == 400 and "'no-such-image' is not backed by a DICOM series" in r.json()["detail"], r.text
+    r = _report(server, "plain", {"text": "lungs", "dicom_sr": 2})
+    assert r.status_code == 400 and "dicom_sr" in r.json()["detail"], r.text
     assert server.alive()

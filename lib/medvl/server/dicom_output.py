@@ -52,6 +52,16 @@ def series_dir_of(uri: str, image_id: str, what: str) -> str:
                      f"{'ask output=image, json or all' if what.startswith('output=') else 'leave ' + what + ' out'}")
 
 
+def report_series_dir(value, image_path: str, image_id: str, datastore) -> str:
+    """The DICOM series of a report's `dicom_sr`: `true` -> the request's own image's; a string -> that
+    datastore image's (a report on a MONAI Label session made from it). ValueError (-> 400) when none."""
+    if isinstance(value, str) and value.strip().lower() not in ("true", "1", "yes", "on"):
+        if datastore is None:
+            raise ValueError("dicom_sr names a datastore image, but this request has no datastore")
+        return source_series_dir(datastore, value.strip(), uploaded=False, what="dicom_sr")
+    return series_dir_of(image_path or "", image_id, "dicom_sr")
+
+
 def write_report_sr(report, volume, series_dir: str, folder, algorithm) -> dict:
     """The report's SR and SEG (`medvl.dicom.export.write_report_dicom`) as `folder`/report.sr.dcm and
     report.seg.dcm, referencing the series in `series_dir`; {"sr": path, "seg": path}.
@@ -68,6 +78,11 @@ def write_report_sr(report, volume, series_dir: str, folder, algorithm) -> dict:
         raise GeometryError(f"dicom_sr: the image's grid is not its DICOM series' ({series_dir}): "
                             f"{volume.geometry.describe_difference(series.geometry)}, shape (k, j, i) "
                             f"{volume.array.shape} vs {series.array.shape}; leave dicom_sr out")
+    import numpy as np
+
+    if not np.allclose(series.array, volume.array, atol=0.5):  # a session volume must be that image's voxels
+        raise GeometryError(f"dicom_sr: the session's voxels differ from DICOM series {series_dir} (same grid); "
+                            "name the datastore image the session was made from, or leave dicom_sr out")
     from medvl.dicom.export import write_report_dicom
 
     return write_report_dicom(report, series, Path(folder) / "report.sr.dcm", algorithm, Path(folder) / "report.seg.dcm")

@@ -52,7 +52,7 @@ from pathlib import Path
 
 from medvl.server.interactive import InteractiveService, Timer, latencies
 from medvl.server.locked_session import StepLockedSession
-from medvl.server.protocol import LanguageRequest, parse_language_request
+from medvl.server.protocol import DICOM_SR, LanguageRequest, parse_language_request
 from medvl.server.sessions import SessionEntry
 
 logger = logging.getLogger(__name__)
@@ -119,14 +119,17 @@ class LanguageService:
 
     # ---- medvl_report --------------------------------------------------------------------
     def report(self, params: dict, image_path: str, image_id: str,
-               monai_session_id: str | None = None) -> tuple[None, dict]:
-        """Report on the session's objects and text prompts; files under the report folder."""
+               monai_session_id: str | None = None, datastore=None) -> tuple[None, dict]:
+        """Report on the session's objects and text prompts; files under the report folder.
+        `datastore` (MONAI Label's) resolves a `dicom_sr` that names a datastore image."""
         from medvl.language import SolveSettings, build_report, write_report
 
         timer, t0 = Timer(), time.perf_counter()
         with timer.stage("parse"):
             request = parse_language_request(params, "report")
-            series_dir = _series_dir(image_path, image_id) if request.dicom_sr else None  # 400 before any work
+            series_dir = None  # the DICOM series the SR references (400 before any work when there is none)
+            if request.dicom_sr:
+                series_dir = _series_dir(params.get(DICOM_SR), image_path, image_id, datastore)
         with self.service.held(request, image_path, image_id, monai_session_id, timer) as (entry, key):
             masks = self._masks(entry, request, timer)
             scratch = _free_obj_id(entry)
@@ -235,13 +238,13 @@ class LanguageService:
                 shutil.rmtree(old, ignore_errors=True)
 
 
-def _series_dir(image_path: str, image_id: str) -> str:
-    """The DICOM series behind the request's image (`medvl.server.dicom_output`); BadRequestError (400) if none."""
-    from medvl.server.dicom_output import series_dir_of
+def _series_dir(value, image_path: str, image_id: str, datastore) -> str:
+    """The DICOM series the report's SR references (`medvl.server.dicom_output`); BadRequestError (400) if none."""
+    from medvl.server.dicom_output import report_series_dir
     from medvl.server.protocol import BadRequestError
 
     try:
-        return series_dir_of(image_path or "", image_id, "dicom_sr")
+        return report_series_dir(value, image_path, image_id, datastore)
     except ValueError as error:
         raise BadRequestError(str(error)) from None
 

@@ -57,7 +57,9 @@ Language tasks (`medvl.server.language`), same session keys (`client_id`, MONAI 
   `report_json` (the facts: report.json) and `files` (GET URLs of report.json,
   report.md, overview.png). `dicom_sr` true: also the report as a DICOM Comprehensive 3D SR
   and its SEG (`files` "sr", "seg"), for an image backed by a DICOM series
-  (`medvl.server.dicom_output`); any other image: 400 naming it, before any work.
+  (`medvl.server.dicom_output`); any other image: 400 naming it, before any work. A string
+  names the datastore image whose series the SR references (a report on a MONAI Label
+  session made from it, as the Slicer module sends): its grid and voxels must be the session's.
 - `medvl_vqa`: `question` (required); `obj_id` / `label` - session objects whose masks
   the answer is about (default: none, the question's object is solved from the image).
   No file; the JSON carries `answer`, `answerable`, `intent`, `facts`, `grounding`.
@@ -191,7 +193,7 @@ def parse_language_request(params: dict, task: str) -> LanguageRequest:
         expect_session=str(params[MEDVL_SESSION]) if params.get(MEDVL_SESSION) else None,
         client_id=str(params.get(CLIENT_ID) or ""), result_extension=_extension(params),
         crop=_bool(params.get(CROP, False), CROP), output_labels=_output_labels(params),
-        dicom_sr=task == "report" and _bool(params.get(DICOM_SR, False), DICOM_SR),
+        dicom_sr=task == "report" and _sr_flag(params.get(DICOM_SR, False)),
         ignored=tuple(sorted(k for k in params if k not in _KNOWN_LANGUAGE)),
     )
 
@@ -378,6 +380,13 @@ def _roi(value) -> tuple[int, ...] | None:
         raise PromptError(f"roi must be [i0, i1, j0, j1, k0, k1] (6 voxel indices) or [], got {value!r}")
     v = [int(round(x)) for x in values]
     return (min(v[0], v[1]), max(v[0], v[1]), min(v[2], v[3]), max(v[2], v[3]), min(v[4], v[5]), max(v[4], v[5]))
+
+
+def _sr_flag(value) -> bool:
+    """`dicom_sr`: true/false, or the datastore id of the image (a non-empty string; resolved by the route)."""
+    if isinstance(value, str) and value.strip() and value.strip().lower() not in ("false", "0", "no", "off"):
+        return True
+    return _bool(value, DICOM_SR)
 
 
 def _bool(value, name: str) -> bool:

@@ -51,7 +51,11 @@ class ReportInferTask(_LanguageInferTask):
                          {"text": "", "narrator": "vlm" if service.settings.language.enabled else "deterministic"})
 
     def __call__(self, request):
-        return self.service.report(request, request["image"], request["image_id"], self._session_name(request))
+        from monailabel.interfaces.utils.app import app_instance
+
+        datastore = app_instance().datastore() if request.get("dicom_sr") else None  # dicom_sr may name an image
+        return self.service.report(request, request["image"], request["image_id"], self._session_name(request),
+                                   datastore=datastore)
 
 
 class VqaInferTask(_LanguageInferTask):
