@@ -63,6 +63,25 @@ class AssistLogic:
         path = (result.params.get(protocol.R_REPORT_FILES) or {}).get(kind)
         return self.client.get_file(path) if path and self.client is not None else None
 
+    def fetch_dicom_sr(self, result: InferResult, folder: str) -> dict:
+        """Network + files: the report answer's DICOM SR and SEG saved in `folder`; {"sr": path, "seg": path}."""
+        files = result.params.get(protocol.R_REPORT_FILES) or {}
+        if not files.get("sr"):
+            raise MedVLSlicerError("the server's report has no DICOM SR: update the server (medvl_report dicom_sr)")
+        os.makedirs(folder, exist_ok=True)
+        saved = {}
+        for kind in ("sr", "seg"):
+            path = os.path.join(folder, os.path.basename(files[kind]))  # report.sr.dcm, report.seg.dcm
+            with open(path, "wb") as f:
+                f.write(self._client().get_file(files[kind]))
+            saved[kind] = path
+        return saved
+
+    def dicom_image(self, volume_node) -> str:
+        """The datastore id the volume was opened from ("" for a volume loaded in Slicer): the image whose
+        DICOM series an SR can reference (the server says whether it has one)."""
+        return (volume_node.GetAttribute(DATASTORE_IMAGE_ATTRIBUTE) or "") if volume_node is not None else ""
+
     def send_question(self, question: str, should_cancel=None) -> InferResult:
         """Network only: the VQA task with the session's objects as context."""
         question = (question or "").strip()
@@ -82,7 +101,8 @@ class AssistLogic:
         self._record(result)
         p = result.params
         grounding = p.get("grounding") or {}
-        backend = p.get("backend") or grounding.get("backend") or grounding.get("method") or "measured facts"
+        backend = backend_text(p.get(protocol.R_LANGUAGE)) or p.get("backend") or grounding.get("backend") or \
+            grounding.get("method") or "measured facts"
         return {"answer": str(p.get(protocol.R_ANSWER, "")), "answerable": bool(p.get("answerable", True)),
                 "intent": str(p.get("intent") or ""), "backend": str(backend),
                 "objects": list(p.get("objects") or []), "task": protocol.VQA_TASK}
@@ -190,3 +210,22 @@ class AssistLogic:
         node.SetAttribute(DATASTORE_IMAGE_ATTRIBUTE, image_id)
         node.CreateDefaultDisplayNodes()
         return node
+
+
+def backend_text(language, narrator: str = "") -> str:
+    """One line naming the language backend of a reply's `language` ("" when the reply has none):
+    "VLM qwen2_5_vl Qwen2.5-VL-3B (cuda)", "offline", "sam3 SAM 3"; with a report's `narrator`
+    (deterministic, smollm2, vlm) appended as the narrative's writer."""
+    if not isinstance(language, dict) or not language.get("backend"):
+        return ""
+    kind = str(language["backend"])
+    if kind == "vlm":
+        model = os.path.basename(str(language.get("model") or "").rstrip("/\\")) or "?"
+        text = f"VLM {language.get('family') or '?'} {model}"
+        text += f" ({language['device']})" if language.get("device") else ""
+    elif kind == "offline":
+        text = "offline"
+    else:  # a concept engine answering text (sam3): its name and model
+        model = str(language.get("model") or "")
+        text = f"{kind} {model}" if model and model != kind else kind
+    return f"{text}, {narrator} narrative" if narrator else text

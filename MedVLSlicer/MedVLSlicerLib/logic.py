@@ -349,12 +349,15 @@ class InteractiveLogic:
                     state.session_id = ""  # nothing left there to reset
         return ids
 
-    def send_report(self, should_cancel=None) -> InferResult:
-        """Network only: ask the server's report task about the session's objects."""
+    def send_report(self, should_cancel=None, dicom_image: str = "") -> InferResult:
+        """Network only: ask the server's report task about the session's objects; with `dicom_image`
+        (the datastore id of the DICOM-backed image the volume came from) also its DICOM SR + SEG."""
         if not self.server or not self.server.report_task:
             raise MedVLSlicerError("this server has no report task")
         state = self._state()
         params = {protocol.P_OBJ_ID: sorted(state.objects), protocol.P_OUTPUT_LABELS: "all"}
+        if dicom_image:
+            params[protocol.P_DICOM_SR] = dicom_image
         if self.modality:
             params[protocol.P_MODALITY] = self.modality
         return self._client().infer(self.server.report_task, params, session_id=state.session_id,

@@ -13,6 +13,7 @@ import os
 from . import protocol, report_html, report_view
 from .errors import MedVLSlicerError
 from .i18n import _
+from .assist import backend_text
 from .logic import quality_summary
 
 
@@ -24,6 +25,7 @@ class AssistWidgetMixin:
     def setupAssist(self) -> None:
         self.ui.reportTextBrowser.connect("anchorClicked(QUrl)", self.onFindingClicked)
         self.ui.exportReportButton.connect("clicked(bool)", self.onExportReport)
+        self.ui.saveDicomSrButton.connect("clicked(bool)", self.onSaveDicomSr)
         self.ui.askButton.connect("clicked(bool)", self.onAsk)
         self.ui.questionLineEdit.connect("returnPressed()", self.onAsk)
         self.ui.refreshDatastoreButton.connect("clicked(bool)", self.onRefreshDatastore)
@@ -36,6 +38,10 @@ class AssistWidgetMixin:
         self.ui.questionLineEdit.enabled = canAsk
         self.ui.askButton.enabled = canAsk and not busy
         self.ui.exportReportButton.enabled = self._report is not None
+        why = self._noDicomSr()
+        self.ui.saveDicomSrButton.enabled = not busy and not why
+        self.ui.saveDicomSrButton.toolTip = why or _("Save the report as a DICOM SR with its DICOM SEG "
+                                                     "(referencing the image's DICOM series) in a folder")
         self.ui.refreshDatastoreButton.enabled = server is not None and not busy
         self.ui.nextImageButton.enabled = server is not None and not busy
         self.ui.openImageButton.enabled = server is not None and not busy and self.ui.datastoreListWidget.count > 0
@@ -52,6 +58,10 @@ class AssistWidgetMixin:
         self.ui.latencyLabel.setText(_("server {total:.2f} s ({engine} {infer:.2f} s) · round trip {rt:.2f} s").format(
             total=lat.get("total") or 0.0, engine=engine, infer=lat.get("infer") or 0.0, rt=lat.get("round_trip") or 0.0))
         self.ui.latencyLabel.toolTip = (answer.get("engine") or {}).get("model", "")
+        language = backend_text(answer.get(protocol.R_LANGUAGE))  # text prompts: who grounded the text
+        if language:
+            self.ui.statusLabel.setText(self.ui.statusLabel.text + "  ·  " + _("language: {backend}").format(
+                backend=language))
 
     # --- report ------------------------------------------------------------------------------------
     def onReport(self) -> None:
@@ -61,19 +71,60 @@ class AssistWidgetMixin:
             result = self.logic.send_report(should_cancel=cancelled)
             return result, self.logic.fetch_report_file(result, "overview")
 
-        def done(answer):
-            result, overview = answer
-            markdown = self.logic.apply_report(result)
-            facts = result.params.get(protocol.R_REPORT_JSON) or {}
-            volume, _segmentation = self.logic.nodes()
-            html = report_html.report_html(facts, [overview] if overview else [], markdown, tr=_,
-                                           title=volume.GetName())
-            self._report = {"json": facts, "markdown": markdown, "html": html}
-            self.ui.reportTextBrowser.setHtml(html)
-            self.ui.reportCollapsibleButton.collapsed = False
-            self._status(_("Report: {n} finding(s); click one to show it.").format(n=len(facts.get("objects") or [])))
+        self._run(_("Writing the report ..."), work, lambda answer: self._showReport(*answer))
 
-        self._run(_("Writing the report ..."), work, done)
+    def _showReport(self, result, overview) -> dict:
+        """Main thread: render a report answer (table, overview, links) and name its language backend."""
+        markdown = self.logic.apply_report(result)
+        facts = result.params.get(protocol.R_REPORT_JSON) or {}
+        volume, _segmentation = self.logic.nodes()
+        html = report_html.report_html(facts, [overview] if overview else [], markdown, tr=_, title=volume.GetName())
+        backend = backend_text(result.params.get(protocol.R_LANGUAGE) or facts.get(protocol.R_LANGUAGE),
+                               str(facts.get(protocol.R_NARRATOR) or ""))
+        self._report = {"json": facts, "markdown": markdown, "html": html, "backend": backend}
+        self.ui.reportTextBrowser.setHtml(html)
+        self.ui.reportCollapsibleButton.collapsed = False
+        self._status(_("Report: {n} finding(s) (language: {backend}); click one to show it.").format(
+            n=len(facts.get("objects") or []), backend=backend or "-"))
+        self._updateButtons()
+        return facts
+
+    def _noDicomSr(self) -> str:
+        """Why "Save DICOM SR..." cannot run now (one line), or "" when it can."""
+        if self._report is None:
+            return _("Generate a report first.")
+        volume = self.logic.nodes()[0] if self.logic.state is not None else None
+        if not self.logic.dicom_image(volume):
+            return _("A DICOM SR references the image's DICOM series: open a DICOM-backed image from the server's "
+                     "datastore (Next image / Open), then generate the report.")
+        return ""
+
+    def onSaveDicomSr(self) -> None:
+        import qt
+
+        why = self._noDicomSr()
+        if why:
+            self._status(why, error=True)
+            return
+        folder = qt.QFileDialog.getExistingDirectory(None, _("Save DICOM SR and SEG to folder"), "")
+        if folder:
+            self.saveDicomSr(folder)
+
+    def saveDicomSr(self, folder: str) -> None:
+        """Ask the report again with its DICOM SR + SEG (the server checks the image has a series), show
+        it, and save report.sr.dcm and report.seg.dcm in `folder`."""
+        image = self.logic.dicom_image(self.logic.nodes()[0])
+
+        def work(cancelled):
+            result = self.logic.send_report(should_cancel=cancelled, dicom_image=image)
+            return result, self.logic.fetch_report_file(result, "overview"), self.logic.fetch_dicom_sr(result, folder)
+
+        def done(answer):
+            result, overview, saved = answer
+            self._showReport(result, overview)
+            self._status(_("DICOM SR saved to {sr} (its SEG: {seg})").format(sr=saved["sr"], seg=saved["seg"]))
+
+        self._run(_("Writing the DICOM SR of {image} ...").format(image=image), work, done)
 
     def onFindingClicked(self, url) -> None:
         index = report_html.parse_finding_link(url.toString())

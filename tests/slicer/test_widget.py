@@ -78,6 +78,7 @@ def test_widget_walkthrough(server, lung2, mrml_scene, slicer_mod, monkeypatch, 
     click(ui.textSegmentButton)
     wait_idle(w, 90)
     assert "voxels" in status(w) and len(w.logic.state.objects) == 2, status(w)
+    assert "language: offline" in status(w), status(w)  # the backend that grounded the text (server: no --conf vlm)
     shot(w, "03_text_prompt")
 
     # report: a table with links, the overview inline; a finding moves the views
@@ -87,6 +88,8 @@ def test_widget_walkthrough(server, lung2, mrml_scene, slicer_mod, monkeypatch, 
     assert len(w._report["json"]["objects"]) >= 2 and html.count('href="finding:') >= 2, w._report["json"]
     assert "<table" in html and 'href="finding:0"' in html and "data:image/png;base64," in html
     assert "|---" not in ui.reportTextBrowser.toPlainText()
+    assert "(language: offline, deterministic narrative)" in status(w), status(w)
+    assert not ui.saveDicomSrButton.enabled and "datastore" in ui.saveDicomSrButton.toolTip  # lung2: a local volume
     qtslicer.unwrap(ui.reportTextBrowser).anchorClicked.emit(qtslicer.QtCore.QUrl("finding:0"))
     qtslicer.application().processEvents()
     facts = w._report["json"]["objects"][0]
@@ -123,7 +126,7 @@ def test_widget_walkthrough(server, lung2, mrml_scene, slicer_mod, monkeypatch, 
     ui.questionLineEdit.setText("how large is the tumour?")
     click(ui.askButton)
     wait_idle(w, 60)
-    assert "answered by" in ui.answerLabel.text and "medvl_vqa" in ui.answerLabel.text, ui.answerLabel.text
+    assert "answered by offline" in ui.answerLabel.text and "medvl_vqa" in ui.answerLabel.text, ui.answerLabel.text
     shot(w, "05_question")
 
     # a second object, undo, reset; a text prompt
