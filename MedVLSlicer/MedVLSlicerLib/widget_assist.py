@@ -122,7 +122,8 @@ class AssistWidgetMixin:
         def done(answer):
             result, overview, saved = answer
             self._showReport(result, overview)
-            self._status(_("DICOM SR saved to {sr} (its SEG: {seg})").format(sr=saved["sr"], seg=saved["seg"]))
+            self._status(_("DICOM SR saved in {folder}: {sr} and its SEG {seg}").format(
+                folder=folder, sr=os.path.basename(saved["sr"]), seg=os.path.basename(saved["seg"])))
 
         self._run(_("Writing the DICOM SR of {image} ...").format(image=image), work, done)
 

@@ -88,7 +88,7 @@ def test_save_dicom_sr(server, dicom_image, mrml_scene, slicer_mod, monkeypatch,
                         staticmethod(lambda *args: str(folder)))  # the user's answer to the folder dialog
     click(ui.saveDicomSrButton)
     wait_idle(w, 90)
-    assert "DICOM SR saved to" in status(w) and str(folder) in status(w), status(w)
+    assert f"DICOM SR saved in {folder}: report.sr.dcm" in status(w), status(w)
     values, texts = read_sr_measurements(folder / "report.sr.dcm")
     facts = w._report["json"]["objects"]
     assert facts and list(values) == [f["name"] for f in facts]
