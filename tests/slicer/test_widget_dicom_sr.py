@@ -49,8 +49,9 @@ def dicom_image(server, tmp_path):
     try:
         yield (read_mask(SAMPLE_DIR / "lung2_label.nii.gz").array[CROP] > 0).astype(np.uint8)
     finally:
-        requests.delete(f"{server.url}/datastore/", params={"id": IMAGE_ID}, timeout=60)
         shutil.rmtree(series, ignore_errors=True)
+        r = requests.delete(f"{server.url}/datastore/", params={"id": IMAGE_ID}, timeout=60)
+        assert r.status_code == 200, f"the shared server keeps {IMAGE_ID}: {r.status_code} {r.text}"
 
 
 def test_save_dicom_sr(server, dicom_image, mrml_scene, slicer_mod, monkeypatch, tmp_path):
