@@ -14,7 +14,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = ROOT / "MedVLSlicer"
-SOURCE = (MODULE / "MedVLSlicer.py").read_text()
+SOURCE = (MODULE / "MedVLSlicer.py").read_text(encoding="utf-8")
 UI = ET.parse(MODULE / "Resources" / "UI" / "MedVLSlicer.ui")
 
 
@@ -68,13 +68,13 @@ def test_ui_has_each_prompt_tool_and_control():
 
 
 def test_cmake_lists_every_script_and_resource():
-    cmake = (MODULE / "CMakeLists.txt").read_text()
+    cmake = (MODULE / "CMakeLists.txt").read_text(encoding="utf-8")
     for path in sorted((MODULE / "MedVLSlicerLib").glob("*.py")):
         assert f"${{MODULE_NAME}}Lib/{path.name}" in cmake, f"{path.name} missing from MODULE_PYTHON_SCRIPTS"
     for resource in re.findall(r"Resources/\S+", cmake):
         assert (MODULE / resource.replace("${MODULE_NAME}", "MedVLSlicer")).is_file(), resource
     assert "WITH_GENERIC_TESTS" in cmake and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in cmake
-    top = (ROOT / "CMakeLists.txt").read_text()
+    top = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
     for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
                 "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
         assert f"set({key} " in top
@@ -82,7 +82,7 @@ def test_cmake_lists_every_script_and_resource():
 
 
 def test_catalog_entry_follows_the_extensions_index_schema():
-    entry = json.loads((MODULE / "MedVLSlicer.json").read_text())
+    entry = json.loads((MODULE / "MedVLSlicer.json").read_text(encoding="utf-8"))
     allowed = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
                "dicom_support_rule", "build_subdirectory", "enabled", "tier"}  # schema v1.0.2, additionalProperties false
     assert {"$schema", "category", "scm_url"} <= set(entry) <= allowed
