@@ -14,7 +14,7 @@ from . import protocol, report_html, report_view
 from .errors import MedVLSlicerError
 from .i18n import _
 from .assist import backend_text
-from .logic import quality_summary
+from .state import quality_summary
 
 
 class AssistWidgetMixin:

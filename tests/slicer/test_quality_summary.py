@@ -1,6 +1,6 @@
 """The status line the module shows for an answer's quality signal (torch-free)."""
 
-from MedVLSlicerLib.logic import quality_summary
+from MedVLSlicerLib.state import quality_summary
 
 
 def test_quality_line_names_the_warnings():
