@@ -90,7 +90,7 @@ def _side_ours(task: dict) -> dict:
     from medvl.engines.sam2 import build_sam2_engine
 
     engine = build_sam2_engine(checkpoint=task["checkpoint"], image_size=task["image_size"], stop_at_empty=False,
-                               threads=task.get("threads"))
+                               converge_stop=False, threads=task.get("threads"))  # full re-propagation
     loaded = _rss_mb()
     _reset_peak()
     out = Path(task["work"]) / "ours_label.nii.gz"
