@@ -34,7 +34,7 @@ from medvl.engines.cache import ByteLRU
 from medvl.engines.sam2 import tracking
 from medvl.engines.sam2.settings import Sam2Settings
 from medvl.engines.sam2.state import Base, CondFrame, FrameOut, ObjectMemo, Run, Sam2State, mask_digest
-from medvl.errors import PromptError
+from medvl.errors import EngineError, PromptError
 from medvl.intensity import intensity_bounds, to_unit
 from medvl.slicing import check_axis, num_slices, take_slice
 from medvl.volume import Volume
@@ -52,6 +52,8 @@ class _Walk:
     run: Run
     limit: int  # last slice this walk may cover in this call
     position: int = 0  # last step yielded
+    previous: dict | None = None  # the object's last layout (slice -> Base), for the convergence stop
+    agreed: int = 0  # consecutive newly tracked slices that matched the previous layout
 
 
 class Sam2Engine:
@@ -65,6 +67,11 @@ class Sam2Engine:
         self.settings = settings
         self.label = label  # what the model is: config name and checkpoint file, for logs and /info
         self.image_size = int(model.image_size)
+        if not 0.0 < settings.converge_iou <= 1.0:
+            raise EngineError(f"converge_iou={settings.converge_iou} is outside (0, 1]: use e.g. 0.98")
+        if settings.converge_memory_tol < 0:
+            raise EngineError(f"converge_memory_tol={settings.converge_memory_tol} is negative: use e.g. 0.01")
+        self.num_maskmem = int(getattr(model, "num_maskmem", 7))  # prompted slice + recent tracked slices
 
     # -- binding ------------------------------------------------------------------------------
     def bind(self, volume: Volume, axis: str) -> Sam2State:
@@ -207,10 +214,12 @@ class Sam2Engine:
                     return
                 index, out = item
                 layout[index] = Base(walk.run, walk.position)
+                self._check_converged(state, walk, index, out)
                 yield index, self._slice_mask(state, out)
 
     def _plan(self, state: Sam2State, seeds, prompts, obj_id) -> tuple[list[_Walk], dict]:
         memo = self._memo(state, obj_id)
+        previous = memo.layout if self.settings.converge_stop else None
         order = sorted(int(i) for i in seeds)
         for index in order:
             self._check_index(state, index)
@@ -231,7 +240,7 @@ class Sam2Engine:
         for origin, direction, limit in spans:
             if (limit - origin) * direction <= 0:
                 continue  # nothing between two adjacent prompted slices, or at the volume's edge
-            walks.append(_Walk(self._run(state, conds[origin], direction), limit))
+            walks.append(_Walk(self._run(state, conds[origin], direction), limit, previous=previous))
         self._trim_runs(state, keep={w.run.key for w in walks})
         return walks, memo.layout
 
@@ -271,6 +280,38 @@ class Sam2Engine:
         walk.position = p
         return index, out
 
+    def _check_converged(self, state: Sam2State, walk: _Walk, index: int, out: FrameOut) -> None:
+        """Convergence stop: once `walk`'s newly tracked masks match the previous run's on
+        `num_maskmem` consecutive slices (the memory bank's whole recent window), continue along
+        the previous run instead - its outputs are reused, and it is tracked on only where it had
+        stopped short. Only a previous run walking the same way can be continued."""
+        if walk.previous is None:
+            return
+        old = walk.previous.get(index)
+        if (old is None or old.run is walk.run or old.run.step != walk.run.step
+                or old.position > len(old.run.outputs) or self._cond_by_uid(state, old.run.uid) is None):
+            walk.agreed = 0
+            return
+        if not self._agrees(out, old.run.outputs[old.position - 1]):
+            walk.agreed = 0
+            return
+        walk.agreed += 1
+        if walk.agreed >= self.num_maskmem:
+            walk.run, walk.position, walk.previous = old.run, old.position, None
+            state.runs[old.run.key] = old.run  # in use again (and counted in the walks' budget)
+            state.runs.move_to_end(old.run.key)
+            state.converged_stops += 1
+
+    def _agrees(self, new: FrameOut, old: FrameOut) -> bool:
+        a, b = new.pred_masks > 0, old.pred_masks > 0
+        union = int((a | b).sum())
+        iou = 1.0 if union == 0 else int((a & b).sum()) / union
+        if iou < self.settings.converge_iou:
+            return False
+        ref = old.maskmem_features.float()
+        diff = (new.maskmem_features.float() - ref).abs().mean()
+        return bool(diff <= self.settings.converge_memory_tol * ref.abs().mean().clamp_min(1e-12))
+
     def _trim_runs(self, state: Sam2State, keep: set) -> None:
         """Drop the least recently used walks not in use once they pass their budget."""
         budget = self.settings.run_cache_bytes
@@ -308,6 +349,7 @@ class Sam2Engine:
             "track_steps": state.track_steps,
             "track_seconds": round(state.track_seconds, 4),
             "reused_steps": state.reused_steps,
+            "converged_stops": state.converged_stops,
             "cache_entries": len(state.features),
             "cache_bytes": state.features.bytes,
             "cache_budget_bytes": state.features.max_bytes,

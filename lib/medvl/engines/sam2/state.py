@@ -129,6 +129,7 @@ class Sam2State:
     track_steps: int = 0  # slices tracked with memory attention during propagation
     track_seconds: float = 0.0
     reused_steps: int = 0  # propagated slices answered from a kept walk without any model call
+    converged_stops: int = 0  # walks that met the previous run and continued along it (convergence stop)
 
     def run_bytes(self) -> int:
         return sum(r.nbytes for r in self.runs.values())
