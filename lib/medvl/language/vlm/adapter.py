@@ -11,8 +11,8 @@ downloaded. Inputs are packed here rather than by the checkpoint's `AutoProcesso
 - Gemma 3: `<start_of_image>` is expanded to `\\n\\n<start_of_image>` + `mm_tokens_per_image`
   x `<image_soft_token>` + `<end_of_image>\\n\\n`; the processor resizes to a fixed square.
 
-Tasks: `generate(images, prompt)`; `describe(volume, question)` (report or VQA text about
-key slices); `ground(volume, text, session)` asks for a box on key slices, parses it
+Tasks: `generate(images, prompt)` (reports and VQA build their prompts in `tasks.py`);
+`ground(volume, text, session)` asks for a box on key slices, parses it
 (`parsing.parse_boxes`), maps it to voxel indices and hands it to the segmentation
 session, which propagates it through the volume.
 """
@@ -42,7 +42,6 @@ GROUND_PROMPTS = {
     "gemma3": 'Detect the {target} in this {modality} slice. Output a JSON list with "box_2d" as [y1, x1, y2, x2] '
               'normalised to 0-1000 and "label". If it is not visible, answer "none".',
 }
-DESCRIBE_PROMPT = "These are axial slices of a {modality} scan. {question}"
 
 
 @dataclass(frozen=True)
@@ -197,12 +196,6 @@ class VLMAdapter:
             return Generation(text.strip(), seen, time.perf_counter() - t0)
 
     # -- tasks ------------------------------------------------------------------------
-    def describe(self, volume, question: str, n_slices: int = 3, mask=None) -> Generation:
-        """Free text about key slices (report or VQA). Not number-checked here: pass the text
-        through `medvl.language.narrative.unchecked_numbers` before showing it with facts."""
-        images = [slice_image(volume, k, self.settings.ct_window).image for k in key_slices(volume, n_slices, mask)]
-        return self.generate(images, DESCRIBE_PROMPT.format(modality=volume.modality, question=question))
-
     def find_box(self, volume, target: str, slices: list[int] | None = None, window: str | None = None
                  ) -> tuple[int | None, Box | None, dict]:
         """Ask for `target` on each key slice; the slice with the largest parsed box wins.

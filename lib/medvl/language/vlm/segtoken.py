@@ -83,9 +83,6 @@ class SegTokenModel:
     def generate(self, images: list, prompt: str, max_new_tokens: int | None = None):
         return self.vlm.generate(images, prompt, max_new_tokens)
 
-    def describe(self, volume, question: str, n_slices: int = 3, mask=None):
-        return self.vlm.describe(volume, question, n_slices, mask)
-
     # -- loading ------------------------------------------------------------------------
     @classmethod
     def from_dir(cls, path, settings: VLMSettings = VLMSettings(), device: str = "cpu", dtype=None) -> "SegTokenModel":
