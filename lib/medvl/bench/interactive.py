@@ -159,15 +159,20 @@ def _image_key(spec, form) -> str:
     return f"{spec.image}@{form}"
 
 
-def by_image(plan, make_session):
+def by_image(plan, make_session, store: str | None = None):
     """Yield (session, target) per (spec, form) of `plan`, one session per image and form (bound
-    once: targets on the same image share its encoded slices)."""
+    once: targets on the same image share its encoded slices; with `store`, a folder, they are
+    also kept on disk for the next run: `medvl.bench.embedding_store`)."""
     current_key, session = None, None
     for spec, form in sorted(plan, key=lambda p: (_image_key(*p), p[0].name)):
         target = load_target(spec, form)
         if _image_key(spec, form) != current_key:
             session, current_key = make_session(), _image_key(spec, form)
             session.set_volume(target.volume)
+            if store:
+                from medvl.bench.embedding_store import attach
+
+                attach(session, Path(store), current_key)
         yield session, target
 
 
@@ -190,32 +195,33 @@ def write_json(path, payload: dict) -> None:
 
 # ---- configurations and leave-one-group-out cross-validation -----------------------------
 def tracking_configs() -> dict:
-    """The stop-rule settings the benchmark chooses between (named; see tracking.TrackingSettings)."""
+    """The engine settings the benchmark compares (named): today's defaults, and the baseline
+    before the development benchmark (whole slices, the old stop rule: `stoprule.BASELINE`)."""
+    from medvl.bench.stoprule import BASELINE
     from medvl.engines.litemedsam.tracking import TrackingSettings
+    from medvl.engines.litemedsam.zoom import ZoomSettings
 
-    return {
-        "default": TrackingSettings(),
-        "strict": TrackingSettings(min_overlap=0.6, max_growth=1.5, max_intensity_z=2.5, min_score=0.6,
-                                   min_contrast_ratio=0.25),
-        "loose": TrackingSettings(min_overlap=0.4, max_growth=2.2, max_intensity_z=3.5, min_score=0.4,
-                                  min_contrast_ratio=0.1),
-    }
+    return {"default": {"tracking": TrackingSettings(), "zoom": ZoomSettings()},
+            "baseline": {"tracking": BASELINE[1], "zoom": ZoomSettings(factor=0)}}
 
 
-def run_configs(plan, make_session, configs: dict, clicks: int, prompt: str, log=None) -> list[dict]:
+def run_configs(plan, make_session, configs: dict, clicks: int, prompt: str, log=None,
+                store: str | None = None) -> list[dict]:
     """Rows for every (config, target); a session per image and form serves every config, so
-    each slice is encoded once whatever the number of configs."""
+    each slice is encoded once whatever the number of configs. A config is the engine's
+    tracking settings, or a dict of engine settings to replace (`tracking`, `zoom`)."""
     from dataclasses import replace
 
     rows = []
-    for session, target in by_image(plan, make_session):
+    for session, target in by_image(plan, make_session, store):
         spec = target.spec
         oracle_dice = None
         for n, (name, tracking) in enumerate(configs.items()):
             if name.startswith("fold:") and name != f"fold:{spec.group}":
                 continue  # a fold's rule scores only its own held-out group
+            overrides = tracking if isinstance(tracking, dict) else {"tracking": tracking}
             if hasattr(session.engine.settings, "tracking"):
-                session.engine.settings = replace(session.engine.settings, tracking=tracking)
+                session.engine.settings = replace(session.engine.settings, **overrides)
             row = run_target(session, target, clicks, prompt, "k", with_oracle=oracle_dice is None)
             oracle_dice = row.get("oracle", oracle_dice)
             row["oracle"] = oracle_dice
@@ -335,8 +341,14 @@ def run(args) -> dict:
 
         from medvl.engines.litemedsam.tracking import TrackingSettings
 
+        from medvl.engines.litemedsam.zoom import ZoomSettings
+
         folds = json.loads(Path(args.fold_rules).read_text())["stop_rule"]["folds"]
-        configs = {f"fold:{g}": _replace(TrackingSettings(), **f["rule"]) for g, f in folds.items()}
+        configs = {}
+        for g, f in folds.items():
+            rule = dict(f["rule"])
+            zoom = ZoomSettings() if rule.pop("view", "whole") == "chosen" else ZoomSettings(factor=0)
+            configs[f"fold:{g}"] = {"tracking": _replace(TrackingSettings(), **rule), "zoom": zoom}
     t0 = time.perf_counter()
     if args.fit_stop_rule:
         from medvl.bench import stoprule
@@ -347,7 +359,8 @@ def run(args) -> dict:
             traces = pickle.loads(Path(args.traces).read_bytes())
         else:
             traces = stoprule.collect(plan, lambda: VolumeSession(args.engine, cache_bytes=args.cache_mb * 2**20),
-                                      (lambda t: print(t.target, flush=True)) if args.progress else None)
+                                      (lambda t: print(t.target, flush=True)) if args.progress else None,
+                                      args.embedding_store)
             if args.traces:
                 Path(args.traces).write_bytes(pickle.dumps(traces))
         report = {"command": "medvl bench-interactive " + " ".join(getattr(args, "argv", [])),
@@ -377,7 +390,7 @@ def run(args) -> dict:
     log = (lambda r: print(f"{r['config']:<8} {r['target']:<44} {' '.join(f'{d:.3f}' for d in r['dice'])}  "
                            f"oracle {r.get('oracle') or 0:.3f}", flush=True)) if args.progress else None
     rows = run_configs(plan, lambda: VolumeSession(args.engine, cache_bytes=args.cache_mb * 2**20),
-                       configs, args.clicks, args.prompt, log)
+                       configs, args.clicks, args.prompt, log, args.embedding_store)
     if args.fold_rules:  # the held-out rows are each group's own fold
         held = [r for r in rows if r["config"] == f"fold:{r['group']}"]
         cv = {"metric": "stop rule chosen on the other groups (--fold-rules)", "rows": held,
@@ -389,7 +402,8 @@ def run(args) -> dict:
     report = {
         "command": "medvl bench-interactive " + " ".join(getattr(args, "argv", [])),
         "engine": args.engine, "prompt": args.prompt, "clicks": args.clicks, "forms": args.forms,
-        "targets": len(plan), "configs": {k: vars(v) for k, v in configs.items()},
+        "targets": len(plan), "configs": {k: ({n: vars(x) for n, x in v.items()} if isinstance(v, dict) else vars(v))
+                                           for k, v in configs.items()},
         "cross_validation": {k: v for k, v in cv.items() if k != "rows"},
         "quality": quality_report(cv["rows"], rows),
         "seconds_per_click": {"median": round(float(np.median(clicks)), 3) if clicks else None,
@@ -433,3 +447,5 @@ def add_arguments(parser) -> None:
     parser.add_argument("--traces", metavar="FILE", help="with --fit-stop-rule: reuse the traces in FILE if it "
                         "exists, else write them there")
     parser.add_argument("--progress", action="store_true", help="print each target as it finishes")
+    parser.add_argument("--embedding-store", metavar="DIR", help="keep encoded slices in DIR between runs "
+                        "(a rerun pays for the decoder only; medvl.bench.embedding_store)")

@@ -53,7 +53,7 @@ def _grow(box, mx: float, my: float, rows: int, cols: int):
     return (max(0, x0 - mx), max(0, y0 - my), min(cols - 1, x1 + mx), min(rows - 1, y1 + my))
 
 
-def add_around(engine, state, index: int, mask: np.ndarray, point, bg: np.ndarray) -> np.ndarray:
+def add_around(engine, state, index: int, mask: np.ndarray, point, bg: np.ndarray, zoom: bool = False) -> np.ndarray:
     rc = _pixel(point, mask.shape)
     if mask[rc]:
         return mask
@@ -69,7 +69,7 @@ def add_around(engine, state, index: int, mask: np.ndarray, point, bg: np.ndarra
         hx, hy = side / col_mm / 2, side / row_mm / 2
         boxes.append((max(0, point[0] - hx), max(0, point[1] - hy), min(cols - 1, point[0] + hx),
                       min(rows - 1, point[1] + hy)))
-    logits, _ = engine.decode(state, index, boxes=np.array(boxes))
+    logits, _ = engine.decode(state, index, boxes=np.array(boxes), zoom=zoom)
     best, smallest = None, None
     limit = int(mask.sum()) or mask.size  # a click adds at most the object's area on this slice
     for n in range(len(boxes)):  # the stretched object first, then boxes from small to large
@@ -88,12 +88,13 @@ def add_around(engine, state, index: int, mask: np.ndarray, point, bg: np.ndarra
     return mask | (best & ~mask)
 
 
-def remove_around(engine, state, index: int, mask: np.ndarray, point, fg: np.ndarray, bg: np.ndarray) -> np.ndarray:
+def remove_around(engine, state, index: int, mask: np.ndarray, point, fg: np.ndarray, bg: np.ndarray,
+                  zoom: bool = False) -> np.ndarray:
     rc = _pixel(point, mask.shape)
     if not mask[rc]:
         return mask
     logits, _ = engine.decode(state, index, boxes=[bbox2d(mask)], points=np.concatenate([fg, bg]),
-                              labels=np.array([1] * len(fg) + [0] * len(bg), dtype=np.int64))
+                              labels=np.array([1] * len(fg) + [0] * len(bg), dtype=np.int64), zoom=zoom)
     kept = logits[0, 0] > 0
     if not kept[rc]:
         return mask & ~_part_at(mask & ~kept, rc)
@@ -114,16 +115,18 @@ def remove_around(engine, state, index: int, mask: np.ndarray, point, fg: np.nda
     return mask & ~drop
 
 
-def segment(engine, state, index: int, prompt: SlicePrompt) -> SliceResult:
-    """The slice's mask from its prompts (see the module docstring)."""
+def segment(engine, state, index: int, prompt: SlicePrompt, obj_id: int | None = None) -> SliceResult:
+    """The slice's mask from its prompts (see the module docstring); a new box chooses the object's
+    view (whole slice or zoomed, `LiteMedSAMEngine.decode_box`), which its clicks then use."""
     points = np.asarray(prompt.points, dtype=np.float64).reshape(-1, 2)
     labels = np.asarray(prompt.labels, dtype=np.int64)
     fg, bg = points[labels == 1], points[labels == 0]
+    zoom = engine.zoomed(state, obj_id)
     if prompt.prior is not None and len(points):  # edit the current mask with the newest click only
         mask, score = prompt.prior.copy(), None
         points, labels = points[-1:], labels[-1:]
     elif prompt.boxes:
-        logits, iou = engine.decode(state, index, boxes=[prompt.boxes[-1]])
+        logits, iou = engine.decode_box(state, index, prompt.boxes[-1], obj_id)
         mask, score = logits[0, 0] > 0, float(iou[0, 0])
     elif len(fg):  # the first foreground click makes the object, the other clicks edit it
         first = int(np.flatnonzero(labels == 1)[0])
@@ -134,10 +137,10 @@ def segment(engine, state, index: int, prompt: SlicePrompt) -> SliceResult:
         raise PromptError("background points alone do not define an object: add a foreground point or a box")
     for point, label in zip(points, labels):
         if label == 1:
-            mask = add_around(engine, state, index, mask, point, bg)
+            mask = add_around(engine, state, index, mask, point, bg, zoom)
         else:
-            mask = remove_around(engine, state, index, mask, point, fg, bg)
+            mask = remove_around(engine, state, index, mask, point, fg, bg, zoom)
     if score is None:  # a corrected mask: the model's estimate for its own box
         box = bbox2d(mask)
-        score = float(engine.decode(state, index, boxes=[box])[1][0, 0]) if box is not None else 1.0
+        score = float(engine.decode(state, index, boxes=[box], zoom=zoom)[1][0, 0]) if box is not None else 1.0
     return SliceResult(mask, score)

@@ -1,8 +1,13 @@
 """Propagation for box-prompted models: carry a box from slice to slice, stop where the object ends.
 
 From each prompted slice the walk goes outward one slice at a time. The next slice's box
-is the previous mask's bounding box grown by `margin_mm`; the model answers every box with
-some mask, so each step is checked before it is accepted (`accept`):
+is the previous mask's bounding box grown by `margin_mm`, or on each side by the room the
+user's box left around the model's answer on the prompted slice (`slack`, scaled by
+`seed_slack`), whichever is more: a model that answers a nucleus's box with a smaller
+mask keeps that room and the box does not shrink to nothing in a few slices. The walk
+uses the object's view (whole slice or crop-and-zoom, chosen by its box: see
+`LiteMedSAMEngine.decode_box`). The model answers every box with some mask, so each step
+is checked before it is accepted (`accept`):
 
 - the mask is not (nearly) empty,
 - it overlaps the previous mask (objects move little between neighbouring slices),
@@ -10,9 +15,12 @@ some mask, so each step is checked before it is accepted (`accept`):
 - its median intensity stays close to the object's on the prompted slices (beyond the
   object, a box around lung parenchyma yields a blob of a different intensity),
 - for MR and other uncalibrated modalities, where intensity alone says little, it keeps
-  part of the prompted object's contrast against its surrounding ring,
+  part of the prompted object's contrast against its surrounding ring (as a ratio, and as
+  the contrast lost measured in the object's own intensity spread),
 - the model's own IoU estimate is not low.
 
+The thresholds are chosen on the development benchmark with leave-one-group-out
+cross-validation (`medvl.bench.stoprule`, `docs/interactive.md`).
 Between two prompted slices each gap is filled from both ends towards the middle.
 Walks in both directions are interleaved so a UI sees progress on both sides.
 """
@@ -30,17 +38,22 @@ from medvl.slicing import bbox2d, slice_pixel_spacing, take_slice
 
 @dataclass(frozen=True)
 class TrackingSettings:
-    margin_mm: float = 3.0  # the carried box grows by this much on every side
+    """Defaults: the rule fitted on the 40-target development benchmark (docs/interactive.md;
+    `medvl bench-interactive --fit-stop-rule`, whose cross-validated numbers the docs report)."""
+
+    margin_mm: float = 3.0  # the carried box grows by at least this much on every side
     min_area_mm2: float = 4.0  # smaller masks end a walk
-    min_overlap: float = 0.5  # share of the new mask inside the previous mask dilated by margin
-    max_growth: float = 1.8  # new area / previous area above this ends a walk
-    max_intensity_z: float = 3.0  # |mean - reference mean| / reference spread above this ends a walk
-    min_score: float = 0.5  # model IoU estimate below this ends a walk
-    min_contrast_ratio: float = 0.15  # non-CT: (inside - ring) contrast / the prompted slices' contrast
+    min_overlap: float = 0.7  # share of the new mask inside the previous mask dilated by margin
+    max_growth: float = 4.0  # new area / previous area above this ends a walk
+    max_intensity_z: float = 1.5  # |median - reference median| / reference spread above this ends a walk
+    min_score: float = 0.0  # model IoU estimate below this ends a walk (0: not used)
+    min_contrast_ratio: float = -math.inf  # non-CT: (inside - ring) contrast / the prompted slices' (-inf: off)
     ring_px: int = 4  # width of the ring around a mask that its contrast is measured against
     agree_iou: float = 0.8  # after a correction, a re-propagated slice agrees with the previous result ...
     box_memory: float = 0.0  # weight of the previous slice's box in the next one (see carried_box)
     agree_slices: int = 2  # ... and this many agreeing slices in a row end the walk (the rest is kept)
+    max_contrast_loss: float = math.inf  # non-CT: contrast lost against the prompted slices, in spreads
+    seed_slack: float = 1.0  # share of the prompted box's slack around its mask that the carried box keeps
 
 
 @dataclass
@@ -54,6 +67,7 @@ class Step:
     intensity_z: float
     contrast_ratio: float
     box: tuple | None = None  # the box this slice was decoded from
+    contrast_loss: float = 0.0  # (prompted contrast - this contrast) / spread, signed so that losing it is > 0
 
 
 @dataclass(frozen=True)
@@ -82,19 +96,29 @@ def _reference(state, seeds: dict[int, np.ndarray], settings: TrackingSettings) 
     return Reference(float(np.median(values)), float(spread), float(np.mean(contrasts)) if contrasts else 0.0)
 
 
-def _grow(box, margin_px: tuple[float, float], rows: int, cols: int):
-    mx, my = margin_px
-    x0, y0, x1, y1 = box
-    return (max(0, math.floor(x0 - mx)), max(0, math.floor(y0 - my)),
-            min(cols - 1, math.ceil(x1 + mx)), min(rows - 1, math.ceil(y1 + my)))
+def slack(box, mask: np.ndarray) -> tuple[float, float, float, float]:
+    """How far the prompted `box` reaches past its mask on each side (x0, y0, x1, y1), in pixels:
+    a model that answers this object's boxes with a smaller mask (a nucleus beside a ventricle)
+    needs the same room on the next slice, or the carried box shrinks slice after slice."""
+    b = bbox2d(mask)
+    if box is None or b is None:
+        return (0.0, 0.0, 0.0, 0.0)
+    return (max(0.0, b[0] - box[0]), max(0.0, b[1] - box[1]), max(0.0, box[2] - b[2]), max(0.0, box[3] - b[3]))
 
 
-def carried_box(prev: np.ndarray, prev_box, settings: TrackingSettings, pixel_mm: tuple[float, float]):
-    """The box for the next slice: the previous mask's box grown by `margin_mm`, pulled towards
-    the previous slice's box by `box_memory` (0: the mask alone decides; a model that answers a
-    box with too small a mask then cannot shrink the object to nothing in a few slices)."""
+def carried_box(prev: np.ndarray, prev_box, settings: TrackingSettings, pixel_mm: tuple[float, float],
+                seed_slack=(0.0, 0.0, 0.0, 0.0)):
+    """The box for the next slice: the previous mask's box grown on each side by `margin_mm` or by
+    `seed_slack` x the prompted box's slack on that side, whichever is more; pulled towards the
+    previous slice's box by `box_memory` (0: the mask alone decides)."""
     row_mm, col_mm = pixel_mm
-    box = _grow(bbox2d(prev), (settings.margin_mm / col_mm, settings.margin_mm / row_mm), *prev.shape)
+    x0, y0, x1, y1 = bbox2d(prev)
+    mx, my = settings.margin_mm / col_mm, settings.margin_mm / row_mm
+    k = settings.seed_slack
+    sx0, sy0, sx1, sy1 = (max(m, k * v) for m, v in zip((mx, my, mx, my), seed_slack))
+    rows, cols = prev.shape
+    box = (max(0, math.floor(x0 - sx0)), max(0, math.floor(y0 - sy0)),
+           min(cols - 1, math.ceil(x1 + sx1)), min(rows - 1, math.ceil(y1 + sy1)))
     if prev_box is None or settings.box_memory <= 0:
         return box
     w = settings.box_memory
@@ -102,12 +126,12 @@ def carried_box(prev: np.ndarray, prev_box, settings: TrackingSettings, pixel_mm
 
 
 def step(engine, state, index: int, prev: np.ndarray, ref: Reference, settings: TrackingSettings,
-         prev_box=None) -> Step:
+         prev_box=None, seed_slack=(0.0, 0.0, 0.0, 0.0), zoom: bool = False) -> Step:
     """Segment slice `index` from the previous slice's mask (and box) and measure the acceptance features."""
     row_mm, col_mm = slice_pixel_spacing(state.volume.geometry.spacing, state.axis)
-    box = carried_box(prev, prev_box, settings, (row_mm, col_mm))
+    box = carried_box(prev, prev_box, settings, (row_mm, col_mm), seed_slack)
     margin = (settings.margin_mm / col_mm, settings.margin_mm / row_mm)
-    logits, iou = engine.decode(state, index, boxes=[box])
+    logits, iou = engine.decode(state, index, boxes=[box], zoom=zoom)
     mask = logits[0, 0] > 0
     area = int(mask.sum())
     if area == 0:
@@ -117,8 +141,10 @@ def step(engine, state, index: int, prev: np.ndarray, ref: Reference, settings: 
     growth = area / max(1, int(prev.sum()))
     image = take_slice(state.volume.array, state.axis, index).astype(np.float64)
     z = abs(float(np.median(image[mask])) - ref.median) / ref.spread
-    ratio = contrast(image, mask, settings.ring_px) / ref.contrast if ref.contrast else 1.0
-    return Step(index, mask, float(iou[0, 0]), area, overlap, growth, z, ratio, box)
+    c = contrast(image, mask, settings.ring_px)
+    ratio = c / ref.contrast if ref.contrast else 1.0
+    loss = math.copysign(1.0, ref.contrast) * (ref.contrast - c) / ref.spread
+    return Step(index, mask, float(iou[0, 0]), area, overlap, growth, z, ratio, box, loss)
 
 
 def accept(s: Step, pixel_mm2: float, modality: str, settings: TrackingSettings) -> bool:
@@ -126,7 +152,8 @@ def accept(s: Step, pixel_mm2: float, modality: str, settings: TrackingSettings)
     return (s.area * pixel_mm2 >= settings.min_area_mm2 and s.overlap >= settings.min_overlap
             and s.growth <= settings.max_growth and s.intensity_z <= settings.max_intensity_z
             and s.score >= settings.min_score
-            and (calibrated or s.contrast_ratio >= settings.min_contrast_ratio))
+            and (calibrated or (s.contrast_ratio >= settings.min_contrast_ratio
+                                and s.contrast_loss <= settings.max_contrast_loss)))
 
 
 def _iou(a: np.ndarray, b: np.ndarray | None) -> float:
@@ -145,28 +172,47 @@ class _Walk:
     direction: int
     seed: np.ndarray
     previous: dict | None  # local mode: the previous result, to stop where the walk agrees with it
+    slack: tuple = (0.0, 0.0, 0.0, 0.0)  # the seed's box slack around its mask (see `slack`)
+    before: np.ndarray | None = None  # local mode: the seed slice's mask before the correction
 
 
-def _run(engine, state, walk: _Walk, ref, settings, scores):
+def _direction_of_change(walk: _Walk) -> str | None:
+    """Local mode: "add" when the corrected seed gained more than it lost against the previous
+    result on its slice (a foreground click), "remove" otherwise (a background click)."""
+    old = walk.before if walk.before is not None else (walk.previous or {}).get(walk.start)
+    if walk.previous is None or old is None:
+        return None
+    return "add" if int((walk.seed & ~old).sum()) >= int((old & ~walk.seed).sum()) else "remove"
+
+
+def _run(engine, state, walk: _Walk, ref, settings, scores, zoom: bool = False):
     """Yield accepted (index, mask) of `walk`; stop at a refusal, at `stop`, or (local mode) once
-    `agree_slices` slices in a row agree with the previous result."""
+    `agree_slices` slices in a row agree with the previous result. In local mode a correction
+    only ever moves the result its own way: after a foreground click a re-propagated slice is
+    the previous mask plus the new one, after a background click the previous mask cut by it,
+    so correct slices elsewhere are never lost to a weaker re-propagation."""
     row_mm, col_mm = slice_pixel_spacing(state.volume.geometry.spacing, state.axis)
     prev, box, index, agreeing = walk.seed, None, walk.start + walk.direction, 0
+    change = _direction_of_change(walk)
     while (index - walk.stop) * walk.direction <= 0:
-        s = step(engine, state, index, prev, ref, settings, box)
+        s = step(engine, state, index, prev, ref, settings, box, walk.slack, zoom)
         if not accept(s, row_mm * col_mm, state.volume.modality, settings):
             return
         if scores is not None:
             scores[index] = s.score
-        yield index, s.mask
+        mask, old = s.mask, (walk.previous or {}).get(index)
+        if change is not None and old is not None:
+            mask = mask | old if change == "add" else mask & old
+        yield index, mask
         if walk.previous is not None:
-            agreeing = agreeing + 1 if _iou(s.mask, walk.previous.get(index)) >= settings.agree_iou else 0
+            agreeing = agreeing + 1 if _iou(mask, old) >= settings.agree_iou else 0
             if agreeing >= settings.agree_slices:
                 return
-        prev, box, index = s.mask, s.box, index + walk.direction
+        prev, box, index = mask, s.box, index + walk.direction
 
 
-def _plan(seeds: dict[int, np.ndarray], last: int, changed: set[int], previous) -> list[_Walk]:
+def _plan(seeds: dict[int, np.ndarray], last: int, changed: set[int], previous, slacks=None,
+          befores=None) -> list[_Walk]:
     """The walks: out of every non-empty seed in `changed`, up to the next seed (halfway when that
     one walks too, or when correcting: the other half stays as the other seed made it); an
     empty seed is a barrier that no walk crosses. A correction on a slice inside the previous
@@ -192,12 +238,14 @@ def _plan(seeds: dict[int, np.ndarray], last: int, changed: set[int], previous) 
             elif lo is not None and (s > hi) == (d < 0):  # a click beyond the result fills the gap to it
                 stop = min(stop, hi + 1) if d < 0 else max(stop, lo - 1)
             if (stop - s) * d > 0:
-                walks.append(_Walk(s, stop, d, seeds[s], previous))
+                walks.append(_Walk(s, stop, d, seeds[s], previous, (slacks or {}).get(s, (0.0, 0.0, 0.0, 0.0)),
+                                   (befores or {}).get(s)))
     return walks
 
 
 def propagate(engine, state, seeds: dict[int, np.ndarray], should_stop, settings: TrackingSettings,
-              previous: dict[int, np.ndarray] | None = None, scores: dict | None = None):
+              previous: dict[int, np.ndarray] | None = None, scores: dict | None = None, prompts=None,
+              zoom: bool = False):
     """Generator of (slice_index, mask) over unprompted slices, both directions interleaved.
 
     Without `previous`: every seed walks out. With `previous` (the object's last result,
@@ -212,8 +260,11 @@ def propagate(engine, state, seeds: dict[int, np.ndarray], should_stop, settings
     last = engine.num_slices(state) - 1
     local = bool(previous)
     changed = {i for i in seeds if not local or previous.get(i) is not seeds[i]}
-    walks = _plan(seeds, last, changed, previous if local else None)
-    runs = [(w, _run(engine, state, w, ref, settings, scores)) for w in walks]
+    slacks = {i: slack(p.boxes[-1], seeds[i]) for i, p in (prompts or {}).items()
+              if i in seeds and getattr(p, "boxes", None)}
+    befores = {i: p.prior for i, p in (prompts or {}).items() if getattr(p, "prior", None) is not None}
+    walks = _plan(seeds, last, changed, previous if local else None, slacks, befores)
+    runs = [(w, _run(engine, state, w, ref, settings, scores, zoom)) for w in walks]
     done: set[int] = set()
     while runs:
         for item in list(runs):
