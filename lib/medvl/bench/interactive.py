@@ -16,6 +16,7 @@ Targets on the same image and form share one session, so each slice is encoded o
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -347,7 +348,9 @@ def run(args) -> dict:
         configs = {}
         for g, f in folds.items():
             rule = dict(f["rule"])
-            zoom = ZoomSettings() if rule.pop("view", "whole") == "chosen" else ZoomSettings(factor=0)
+            below = rule.pop("zoom_below", None)
+            zoom = ZoomSettings(below=math.inf if below is None else below) if rule.pop("view", "whole") == "chosen" \
+                else ZoomSettings(factor=0)
             configs[f"fold:{g}"] = {"tracking": _replace(TrackingSettings(), **rule), "zoom": zoom}
     t0 = time.perf_counter()
     if args.fit_stop_rule:
