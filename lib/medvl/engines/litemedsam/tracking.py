@@ -203,6 +203,8 @@ def _run(engine, state, walk: _Walk, ref, settings, scores, zoom: bool = False):
         mask, old = s.mask, (walk.previous or {}).get(index)
         if change is not None and old is not None:
             mask = mask | old if change == "add" else mask & old
+            if not mask.any():  # nothing of the previous mask is confirmed: keep it from here on
+                return
         yield index, mask
         if walk.previous is not None:
             agreeing = agreeing + 1 if _iou(mask, old) >= settings.agree_iou else 0
