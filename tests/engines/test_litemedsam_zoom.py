@@ -41,12 +41,16 @@ def _disc_volume(rows=150, cols=190, centre=(40, 130), radius=7, spacing=(1.2, 0
     return Volume(array, Geometry(spacing=spacing), "MR", name="disc"), disc
 
 
-def test_a_zoomed_box_lands_on_the_same_voxels_and_outside_the_window_is_background():
+def _bound_disc():
+    """The engine bound to `_disc_volume`, the disc's mask and a box 2 voxels around it."""
     volume, disc = _disc_volume()
     engine = LiteMedSAMEngine()
-    state = engine.bind(volume, "k")
     rows, cols = np.nonzero(disc)
-    box = (cols.min() - 2, rows.min() - 2, cols.max() + 2, rows.max() + 2)
+    return engine, engine.bind(volume, "k"), disc, (cols.min() - 2, rows.min() - 2, cols.max() + 2, rows.max() + 2)
+
+
+def test_a_zoomed_box_lands_on_the_same_voxels_and_outside_the_window_is_background():
+    engine, state, disc, box = _bound_disc()
     logits, _ = engine.decode(state, 1, boxes=[box], zoom=True)
     window = engine.window(state, [box])
     assert isinstance(window, Window) and window.shape[0] < 150 and window.shape[1] < 190
@@ -62,11 +66,7 @@ def test_a_zoomed_box_lands_on_the_same_voxels_and_outside_the_window_is_backgro
 
 
 def test_a_box_chooses_the_objects_view_and_forget_drops_it():
-    volume, disc = _disc_volume()
-    engine = LiteMedSAMEngine()
-    state = engine.bind(volume, "k")
-    rows, cols = np.nonzero(disc)
-    box = (cols.min() - 2, rows.min() - 2, cols.max() + 2, rows.max() + 2)
+    engine, state, _, box = _bound_disc()
     _, iou = engine.decode_box(state, 1, box, obj_id=3)
     _, whole = engine.decode(state, 1, boxes=[box])
     _, near = engine.decode(state, 1, boxes=[box], zoom=True)
