@@ -121,17 +121,13 @@ def _side_ours(task: dict) -> dict:
     return result
 
 
-def _dice(a, b) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
-
-
 def _ours_converged(engine, task: dict, out: Path, full_labels) -> dict:
     """The same clicks with `converge_stop=True` (same model): the correction's time, the slices it
     re-tracked, and its Dice against full re-propagation's labels (and both against the blob)."""
     from dataclasses import replace
 
     from medvl.engines.sam2.engine import Sam2Engine
+    from medvl.metrics import dice
 
     variant = Sam2Engine(engine.model, replace(engine.settings, converge_stop=True), engine.label)
     session, volume, _ = _ours_first_click(variant, task, out)
@@ -145,10 +141,10 @@ def _ours_converged(engine, task: dict, out: Path, full_labels) -> dict:
             "converge_memory_tol": variant.settings.converge_memory_tol,
             "track_steps_correction": after["track_steps"] - before["track_steps"],
             "converged_stops": after["converged_stops"] - before["converged_stops"],
-            "dice_vs_full_repropagation": round(_dice(labels > 0, full_labels > 0), 5),
+            "dice_vs_full_repropagation": round(dice(labels > 0, full_labels > 0), 5),
             "slices_differing_from_full": int((labels != full_labels).any(axis=(1, 2)).sum()),
-            "dice_vs_blob": round(_dice(labels > 0, blob), 5),
-            "dice_vs_blob_full_repropagation": round(_dice(full_labels > 0, blob), 5)}
+            "dice_vs_blob": round(dice(labels > 0, blob), 5),
+            "dice_vs_blob_full_repropagation": round(dice(full_labels > 0, blob), 5)}
 
 
 def _install_stand_ins() -> None:

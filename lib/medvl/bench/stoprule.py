@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -104,31 +105,23 @@ def trace(engine, state, seed_index: int, seed_mask: np.ndarray, label: np.ndarr
 FEATURES = ("area", "overlap", "growth", "intensity_z", "score", "contrast_ratio", "contrast_loss")
 
 
-def _arrays(t: Trace) -> list[dict]:
-    """Per walk: each feature, tp and pred as arrays (memoised on the trace)."""
+def _arrays(t: Trace) -> list[SimpleNamespace]:
+    """Per walk: each step feature, tp and pred as arrays (memoised on the trace), the form
+    `tracking.accept` scores a whole walk in."""
     if getattr(t, "_arrays", None) is None:
-        t._arrays = [{**{f: np.array([getattr(s.step, f) for s in w], dtype=float) for f in FEATURES},
-                      "tp": np.array([s.tp for s in w], dtype=float), "pred": np.array([s.pred for s in w], dtype=float)}
+        t._arrays = [SimpleNamespace(**{f: np.array([getattr(s.step, f) for s in w], dtype=float) for f in FEATURES},
+                                     tp=np.array([s.tp for s in w], dtype=float),
+                                     pred=np.array([s.pred for s in w], dtype=float))
                      for w in t.walks]
     return t._arrays
-
-
-def _accepted(a: dict, pixel_mm2: float, modality: str, rule: tracking.TrackingSettings) -> np.ndarray:
-    """`tracking.accept` over a whole walk at once."""
-    ok = ((a["area"] * pixel_mm2 >= rule.min_area_mm2) & (a["overlap"] >= rule.min_overlap)
-          & (a["growth"] <= rule.max_growth) & (a["intensity_z"] <= rule.max_intensity_z)
-          & (a["score"] >= rule.min_score))
-    if modality.upper() != "CT":
-        ok &= (a["contrast_ratio"] >= rule.min_contrast_ratio) & (a["contrast_loss"] <= rule.max_contrast_loss)
-    return ok
 
 
 def dice_for(t: Trace, rule: tracking.TrackingSettings) -> float:
     tp, pred = t.seed_tp, t.seed_pred
     for a in _arrays(t):
-        ok = _accepted(a, t.pixel_mm2, t.modality, rule)
+        ok = tracking.accept(a, t.pixel_mm2, t.modality, rule)
         n = int(np.argmin(ok)) if not ok.all() else len(ok)  # steps before the first refusal
-        tp, pred = tp + a["tp"][:n].sum(), pred + a["pred"][:n].sum()
+        tp, pred = tp + a.tp[:n].sum(), pred + a.pred[:n].sum()
     total = pred + t.label_total
     return 2.0 * tp / total if total else 1.0
 

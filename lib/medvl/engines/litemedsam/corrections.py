@@ -121,7 +121,6 @@ def segment(engine, state, index: int, prompt: SlicePrompt, obj_id: int | None =
     points = np.asarray(prompt.points, dtype=np.float64).reshape(-1, 2)
     labels = np.asarray(prompt.labels, dtype=np.int64)
     fg, bg = points[labels == 1], points[labels == 0]
-    zoom = engine.zoomed(state, obj_id)
     if prompt.prior is not None and len(points):  # edit the current mask with the newest click only
         mask, score = prompt.prior.copy(), None
         points, labels = points[-1:], labels[-1:]
@@ -135,6 +134,7 @@ def segment(engine, state, index: int, prompt: SlicePrompt, obj_id: int | None =
         points, labels = np.delete(points, first, axis=0), np.delete(labels, first)
     else:
         raise PromptError("background points alone do not define an object: add a foreground point or a box")
+    zoom = engine.zoomed(state, obj_id)  # after a box on this slice chose the object's view
     for point, label in zip(points, labels):
         if label == 1:
             mask = add_around(engine, state, index, mask, point, bg, zoom)

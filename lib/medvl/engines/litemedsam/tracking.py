@@ -147,13 +147,15 @@ def step(engine, state, index: int, prev: np.ndarray, ref: Reference, settings: 
     return Step(index, mask, float(iou[0, 0]), area, overlap, growth, z, ratio, box, loss)
 
 
-def accept(s: Step, pixel_mm2: float, modality: str, settings: TrackingSettings) -> bool:
-    calibrated = modality.upper() == "CT"  # Hounsfield units mean the same on every slice
-    return (s.area * pixel_mm2 >= settings.min_area_mm2 and s.overlap >= settings.min_overlap
-            and s.growth <= settings.max_growth and s.intensity_z <= settings.max_intensity_z
-            and s.score >= settings.min_score
-            and (calibrated or (s.contrast_ratio >= settings.min_contrast_ratio
-                                and s.contrast_loss <= settings.max_contrast_loss)))
+def accept(s: Step, pixel_mm2: float, modality: str, settings: TrackingSettings):
+    """Whether a step passes every test; `s` may also hold a whole walk's features as numpy arrays
+    (`medvl.bench.stoprule` scores rules that way), then the answer is an array."""
+    ok = ((s.area * pixel_mm2 >= settings.min_area_mm2) & (s.overlap >= settings.min_overlap)
+          & (s.growth <= settings.max_growth) & (s.intensity_z <= settings.max_intensity_z)
+          & (s.score >= settings.min_score))
+    if modality.upper() == "CT":  # Hounsfield units mean the same on every slice
+        return ok
+    return ok & (s.contrast_ratio >= settings.min_contrast_ratio) & (s.contrast_loss <= settings.max_contrast_loss)
 
 
 def _iou(a: np.ndarray, b: np.ndarray | None) -> float:
